@@ -1,0 +1,1 @@
+"""Loaders for packaged real data and generators of synthetic data."""

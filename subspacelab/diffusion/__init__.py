@@ -1,0 +1,1 @@
+"""Diffusion schedules, sampling loops and denoisers with the interface D(z, sigma)."""

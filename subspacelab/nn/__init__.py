@@ -1,0 +1,1 @@
+"""Torch modules used by estimators that train networks; imported only by those estimators."""

@@ -1,0 +1,1 @@
+"""Linear operators with forward and adjoint (MRI, CT, masks) and the conjugate-gradient solver."""
