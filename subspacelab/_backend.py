@@ -20,11 +20,13 @@ import numbers
 import sys
 
 import array_api_compat
+import array_api_compat.numpy  # noqa: F401  (the wrapped NumPy namespace)
 import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj
 
 __all__ = [
     "array_namespace",
+    "as_float",
     "check_same_namespace",
     "device",
     "estimator_namespace",
@@ -134,6 +136,13 @@ def to_numpy(x):
 
         return np.asarray(xp.asarray(x, device=array_api_strict.Device("CPU_DEVICE"), copy=True))
     return np.asarray(x)
+
+
+def as_float(x):
+    """Python float of a 0-d array of any library (torch tensors are detached first)."""
+    if array_api_compat.is_torch_array(x):
+        x = x.detach()
+    return float(x)
 
 
 def move_to(array, xp, device=None):

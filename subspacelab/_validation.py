@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import numbers
 
-from ._backend import get_namespace
+from ._backend import estimator_namespace, get_namespace, supported_float_dtypes
 
-__all__ = ["check_array", "check_param", "check_finite"]
+__all__ = ["check_array", "check_finite", "check_param", "validate_input"]
 
 
 def check_param(name, value, kind, *, low=None, high=None, closed="both", options=None, allow_none=False):
@@ -94,3 +94,18 @@ def check_array(x, name, *, min_ndim=1, max_ndim=None, ndim=None, finite=True, a
     if finite:
         check_finite(x, name, xp)
     return xp, dev
+
+
+def validate_input(estimator, X, *, reset, **kwargs):
+    """Validate estimator input ``X`` and return ``(X, xp, device)``.
+
+    The namespace follows scikit-learn's ``array_api_dispatch`` switch (NumPy when it is off);
+    ``validate_data`` then checks X (rank, emptiness, NaN/inf unless ``ensure_all_finite`` says
+    otherwise, sparse refusal, ...), converts it to a floating dtype of that namespace (float32
+    stays float32) and records ``n_features_in_`` when ``reset``.
+    """
+    from sklearn.utils.validation import validate_data
+
+    xp, dev = estimator_namespace(X)
+    X = validate_data(estimator, X, reset=reset, dtype=supported_float_dtypes(xp, dev), **kwargs)
+    return X, xp, dev
