@@ -76,7 +76,8 @@ def get_namespace(*arrays, names=None):
     names = list(names) if names is not None else [f"argument {i}" for i in range(len(arrays))]
     kept = [(n, a) for n, a in zip(names, arrays) if a is not None and not isinstance(a, numbers.Number)]
     if not kept:
-        raise TypeError("get_namespace needs at least one array")
+        got = ", ".join(f"{n}: {type(a).__name__}" for n, a in zip(names, arrays))
+        raise TypeError(f"expected at least one array argument, got {got or 'nothing'}")
     for n, a in kept:
         if not is_array_api_obj(a):
             raise TypeError(

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 import numbers
 
-from ._backend import estimator_namespace, get_namespace, supported_float_dtypes
+import array_api_compat
+import numpy as np
+
+from ._backend import estimator_namespace, get_namespace, is_array_api_obj, supported_float_dtypes, to_numpy
 
 __all__ = ["check_array", "check_finite", "check_param", "validate_input"]
 
@@ -107,5 +110,7 @@ def validate_input(estimator, X, *, reset, **kwargs):
     from sklearn.utils.validation import validate_data
 
     xp, dev = estimator_namespace(X)
+    if xp is array_api_compat.numpy and is_array_api_obj(X) and not isinstance(X, np.ndarray):
+        X = to_numpy(X)  # dispatch off: a torch/cupy float32 array stays float32 in NumPy
     X = validate_data(estimator, X, reset=reset, dtype=supported_float_dtypes(xp, dev), **kwargs)
     return X, xp, dev

@@ -130,7 +130,7 @@ def select_backend(x, backend="auto"):
 
 def to_host(*arrays):
     """NumPy views or copies of ``arrays`` (for the Numba path), C-contiguous."""
-    return tuple(None if a is None else np.ascontiguousarray(to_numpy(a)) for a in arrays)
+    return tuple(None if a is None else np.asarray(to_numpy(a), order="C") for a in arrays)
 
 
 def from_host(result, xp, device):
@@ -152,9 +152,15 @@ def to_cuda(*arrays):
         if a is None:
             out.append(None)
         elif _is_cuda_array(a):
-            out.append(cuda.as_cuda_array(a.detach() if array_api_compat.is_torch_array(a) else a))
+            if array_api_compat.is_torch_array(a):
+                a = a.detach().contiguous()
+            else:
+                import cupy
+
+                a = cupy.ascontiguousarray(a)
+            out.append(cuda.as_cuda_array(a))
         else:
-            out.append(cuda.to_device(np.ascontiguousarray(to_numpy(a))))
+            out.append(cuda.to_device(np.asarray(to_numpy(a), order="C")))
     return tuple(out)
 
 
