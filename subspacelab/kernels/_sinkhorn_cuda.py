@@ -20,13 +20,14 @@ def _half(k, pot_other, pot, err, log_c):
         b = idx // r
         i = idx - b * r
         mx = -math.inf
-        for j in range(s):
+        acc = 0.0
+        for j in range(s):  # one-pass log-sum-exp
             v = k[b, i, j] + pot_other[b, j]
             if v > mx:
+                acc = acc * math.exp(mx - v) + 1.0
                 mx = v
-        acc = 0.0
-        for j in range(s):
-            acc += math.exp(k[b, i, j] + pot_other[b, j] - mx)
+            else:
+                acc += math.exp(v - mx)
         new = log_c - (mx + math.log(acc))
         err[idx] = abs(math.exp(pot[b, i] - new) - 1.0)
         pot[b, i] = new

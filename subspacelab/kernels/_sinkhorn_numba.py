@@ -1,8 +1,8 @@
 """Numba CPU implementation of :func:`subspacelab.kernels.sinkhorn`.
 
-Same iteration as the generic path, on scaled potentials F = f/eta, G = g/eta. Rows of the
-whole batch are updated in one parallel loop, then columns (on a transposed copy, so that both
-passes read contiguous memory).
+Same iteration as the generic path, on scaled potentials F = f/eta, G = g/eta. The whole loop runs in
+compiled code; rows of the whole batch are updated in one parallel loop, then columns (on a
+transposed copy, so that both passes read contiguous memory).
 """
 
 import math
@@ -15,21 +15,54 @@ import numpy as np
 def _half(k, pot_other, pot, err, log_c):
     # k: (B, r, s) scaled log-affinity laid out so that the reduction runs over the last axis.
     # pot: (B, r) potential updated in place; pot_other: (B, s); err[b*r + i] = |ratio - 1|.
+    # One-pass log-sum-exp: a running maximum rescales the running sum, one exp per entry.
     bsz, r, s = k.shape
     for idx in numba.prange(bsz * r):
         b = idx // r
         i = idx - b * r
         mx = -np.inf
+        acc = 0.0
         for j in range(s):
             v = k[b, i, j] + pot_other[b, j]
             if v > mx:
+                acc = acc * math.exp(mx - v) + 1.0
                 mx = v
-        acc = 0.0
-        for j in range(s):
-            acc += math.exp(k[b, i, j] + pot_other[b, j] - mx)
+            else:
+                acc += math.exp(v - mx)
         new = log_c - (mx + math.log(acc))
         err[idx] = abs(math.exp(pot[b, i] - new) - 1.0)
         pot[b, i] = new
+
+
+@numba.njit(cache=True, nogil=True)
+def _loop(k, kt, f, g, n_iter, tol, check, log_c, ratio):
+    """All half-iterations in compiled code; returns (half-iterations done, last error)."""
+    bsz, n, m = k.shape
+    f_prev = np.empty_like(f)
+    g_prev = np.empty_like(g)
+    err_r = np.empty(bsz * n, dtype=k.dtype)
+    err_c = np.empty(bsz * m, dtype=k.dtype)
+    err = np.inf
+    it = 0
+    while it < n_iter:
+        rows = it % 2 == 0
+        if rows:
+            f_prev[...] = f
+            _half(k, g, f, err_r, 0.0)
+        else:
+            g_prev[...] = g
+            _half(kt, f, g, err_c, log_c)
+        if check and it > 0:
+            err = err_r.max() if rows else err_c.max() * ratio
+            if err <= tol:
+                # the update was measured, not wanted: restore the potentials it replaced
+                if rows:
+                    f[...] = f_prev
+                else:
+                    g[...] = g_prev
+                break
+        it += 1
+    return it, err
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -50,33 +83,10 @@ def sinkhorn_numba(a, eta, n_iter, tol):
     bsz = k.shape[0]
     f = np.zeros((bsz, n), dtype=a.dtype)
     g = np.zeros((bsz, m), dtype=a.dtype)
-    f_prev = np.empty_like(f)
-    g_prev = np.empty_like(g)
-    err_r = np.empty(bsz * n, dtype=a.dtype)
-    err_c = np.empty(bsz * m, dtype=a.dtype)
     log_c = math.log(n / m)
-    err = math.inf
-    it = 0
-    while it < n_iter:
-        rows = it % 2 == 0
-        if rows:
-            f_prev[...] = f
-            _half(k, g, f, err_r, 0.0)
-            e = float(err_r.max()) if err_r.size else 0.0
-        else:
-            g_prev[...] = g
-            _half(kt, f, g, err_c, log_c)
-            e = float(err_c.max()) * (n / m) if err_c.size else 0.0
-        if tol is not None and it > 0:
-            err = e
-            if err <= tol:
-                # the update was measured, not wanted: restore the potentials it replaced
-                if rows:
-                    f[...] = f_prev
-                else:
-                    g[...] = g_prev
-                break
-        it += 1
+    check = tol is not None
+    it, err = _loop(k, kt, f, g, n_iter, tol if check else 0.0, check, log_c, n / m)
+    err = float(err)
     plan = np.empty_like(k)
     _plan(k, f, g, plan)
     if tol is None or err > tol:
@@ -88,6 +98,6 @@ def sinkhorn_numba(a, eta, n_iter, tol):
         plan.reshape(batch_shape + (n, m)),
         (f * eta_t).reshape(batch_shape + (n,)),
         (g * eta_t).reshape(batch_shape + (m,)),
-        it,
+        int(it),
         err,
     )
