@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml requirements/nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	# the CPU build of torch that lies on disk; a loose requirement would fetch a CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[numba,dask,data,test]'
+	$(BIN)/pip install -q -e '.[numba,dask,test]'
 	$(BIN)/pip install -q --no-deps -r requirements/nodeps.txt
 	touch $(STAMP)
 

