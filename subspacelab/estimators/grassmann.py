@@ -133,8 +133,13 @@ def _class_pca_bases(Zn, y_idx, n_classes, k, xp, dev):
     for c in range(n_classes):
         Zc = Zs[start : start + int(counts[c]), :]
         start += int(counts[c])
-        _, vecs = xp.linalg.eigh(xp.matrix_transpose(Zc) @ Zc)
-        out.append(xp.flip(vecs[:, -k:], axis=1))
+        if Zc.shape[0] >= k:
+            # right singular vectors of Z_c: the eigenvectors of Z_c^T Z_c, cheaper when n_c < d
+            _, _, Vt = xp.linalg.svd(Zc, full_matrices=False)
+            out.append(xp.matrix_transpose(Vt[:k, :]))
+        else:  # fewer samples than k: complete the basis with eigh's null-space vectors
+            _, vecs = xp.linalg.eigh(xp.matrix_transpose(Zc) @ Zc)
+            out.append(xp.flip(vecs[:, -k:], axis=1))
     return xp.stack(out)
 
 
