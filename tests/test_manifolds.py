@@ -245,3 +245,12 @@ def test_mixed_libraries_are_refused(rng):
     S = random_basis(rng, (4, 2))
     with pytest.raises(TypeError, match="one array library"):
         grassmann_exp(S, torch.zeros(4, 2, dtype=torch.float64))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import subspacelab.manifolds as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -391,3 +391,12 @@ def test_mnist5k_grassmann(rng):
     gcr = GrassmannClassifier(subspace_dim=4, n_epochs=3, random_state=0).fit(Xtr, ytr)
     assert gcr.score(Xte, yte) >= 0.88
     assert gram_error(gcr.bases_) < 1e-10
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import subspacelab.estimators.grassmann as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
