@@ -157,6 +157,7 @@ def transfer_block(X, y, quick):
             "source_accuracy": float(np.mean(sources)),
             "probe_accuracy": float(np.mean(probes)),
             "probe_accuracy_per_seed": probes,
+            "probe_accuracy_std": float(np.std(probes)),
             "seconds": float(np.mean(secs)),
         }
     out["pixels"] = {"probe_accuracy": probe(Xtr[tgt_tr], ytr[tgt_tr], Xte[tgt_te], yte[tgt_te])}
@@ -166,6 +167,9 @@ def transfer_block(X, y, quick):
     }
     best = max((k for k in KS), key=lambda k: out[f"grassmann_k{k}"]["probe_accuracy"])
     out["grassmann_best_k_by_probe"] = best
+    out["probe_gain_over_vector"] = {
+        f"k{k}": out[f"grassmann_k{k}"]["probe_accuracy"] - out["softmax_vector"]["probe_accuracy"] for k in KS
+    }
     out["grassmann_transfers_better_than_vector"] = {
         f"k{k}": out[f"grassmann_k{k}"]["probe_accuracy"] > out["softmax_vector"]["probe_accuracy"] for k in KS
     }
@@ -181,7 +185,11 @@ def markdown(results):
         for method, r in block["methods"].items():
             lr = r.get("lr", "")
             lines.append(f"| {name} | {method} | {r['accuracy']:.4f} | {r['seconds']:.2f} | {lr} |")
-    lines += ["", "| transfer | head | source accuracy (classes 0-4) | linear-probe accuracy (classes 5-9) |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| transfer | head | source accuracy (classes 0-4) | linear-probe accuracy (classes 5-9), mean ± std over seeds |",
+        "|---|---|---|---|",
+    ]
     for name, block in results["transfer"].items():
         if "skipped" in block:
             lines.append(f"| {name} | skipped: {block['skipped']} | | |")
@@ -189,7 +197,8 @@ def markdown(results):
         for head, r in block.items():
             if isinstance(r, dict) and "probe_accuracy" in r:
                 src = f"{r['source_accuracy']:.4f}" if "source_accuracy" in r else "-"
-                lines.append(f"| {name} | {head} | {src} | {r['probe_accuracy']:.4f} |")
+                std = f" ± {r['probe_accuracy_std']:.4f}" if "probe_accuracy_std" in r else ""
+                lines.append(f"| {name} | {head} | {src} | {r['probe_accuracy']:.4f}{std} |")
     lines += ["", "Done when:"]
     for key, value in results["done_when"].items():
         lines.append(f"- {key}: {value}")
