@@ -16,9 +16,22 @@ import subspacelab
 from tests._reference_estimator import ReferenceSubspaceProjector
 
 # Per-estimator constructor arguments that keep the common checks small and fast.
-CHECK_PARAMS = {}
+CHECK_PARAMS = {
+    # k = 1 keeps subspace_dim <= n_features on the 1- and 2-feature data of the checks.
+    "GrassmannClassifier": {"subspace_dim": 1, "n_epochs": 5, "batch_size": 16},
+    "SoftmaxVectorClassifier": {"n_epochs": 5, "batch_size": 16},
+}
 # Checks an estimator is known to fail, with the reason: {name: {check_name: reason}}.
-EXPECTED_FAILED_CHECKS = {}
+EXPECTED_FAILED_CHECKS = {
+    "GrassmannClassifier": {
+        "check_classifiers_train": (
+            "the Grassmann logits depend only on the direction of x up to sign; with the "
+            "check's standardized 2-D blobs and k = 1 the class subspaces are lines through the "
+            "origin, which cannot separate the three blobs (training accuracy 0.55-0.72, the "
+            "check asks for 0.83); k = 2 would make every logit equal in 2-D"
+        ),
+    },
+}
 
 
 def public_estimators():
