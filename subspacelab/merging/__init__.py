@@ -13,13 +13,23 @@ estimators (``fit`` takes models, not a data matrix).
 * :class:`ConcreteMaskMerger` -- a shared mask on the task vectors learned through a Concrete
   relaxation, on top of task arithmetic or AdaMerging
 
-:func:`make_digit_task_models` builds the small real setting of the benchmark: an MLP
-pre-trained on MNIST digits and fine-tuned on transformed digit tasks, each with its own head.
+:func:`make_task_models` builds the small real setting of the benchmark from the tasks of
+:func:`subspacelab.datasets.make_digit_tasks`: an MLP pre-trained on MNIST digits and
+fine-tuned on other digit tasks, each with its own frozen head; :func:`task_accuracies`
+scores a model on every task.
 
 torch is imported only when torch objects are passed (``import subspacelab.merging`` does not
 import it).
 """
 
 from ._mergers import AdaMerger, ConcreteMaskMerger, TaskArithmeticMerger, TiesMerger
+from ._zoo import make_task_models, task_accuracies
 
-__all__ = ["AdaMerger", "ConcreteMaskMerger", "TaskArithmeticMerger", "TiesMerger"]
+__all__ = [
+    "AdaMerger",
+    "ConcreteMaskMerger",
+    "TaskArithmeticMerger",
+    "TiesMerger",
+    "make_task_models",
+    "task_accuracies",
+]

@@ -32,8 +32,9 @@ class EntropyObjective:
         ``heads[t]`` maps the model's output to task t's logits; None means the model's output
         already is the logits of every task.
     batch_size : int or None
-        Inputs per task and step (None: all of them). Each task's inputs are visited in a fresh
-        random order every pass, as a shuffled data loader does.
+        Inputs per task and step (None: all of them; at most the task's number of inputs).
+        Each task's inputs are visited in a fresh random order every pass, as a shuffled data
+        loader with ``drop_last`` does (a pass ends when fewer than a batch remain).
     rng : numpy.random.Generator
     """
 
@@ -126,30 +127,36 @@ def combine(theta0, tau, coefficients, factors=None):
     return out
 
 
-def concrete_factors(logits, temperature, generator):
-    """Relaxed Bernoulli masks, rescaled per tensor: m / mean(m), m = sigmoid((z + L) / t).
+def concrete_sample(logits, temperature, generator):
+    """Relaxed Bernoulli (binary Concrete) samples m = sigmoid((z + L) / t), one per logit.
 
     ``L = log u - log(1 - u)`` with u ~ U(0, 1) is Logistic(0, 1) noise, drawn independently
-    for every weight from ``generator``.
+    for every weight from ``generator`` (u is kept in [2**-24, 1 - 2**-24], the range of
+    float32 uniforms, so that L stays finite). ``m > 1/2`` exactly when ``z + L > 0``, which
+    has probability sigmoid(z) at every temperature.
     """
     torch = lazy_import("torch")
     out = []
-    tiny = torch.finfo(logits[0].dtype).tiny
     for z in logits:
-        u = torch.rand(z.shape, generator=generator, dtype=z.dtype, device=z.device).clamp_(tiny, 1.0 - 2**-24)
-        m = torch.sigmoid((z + torch.log(u) - torch.log1p(-u)) / temperature)
-        out.append(m / m.mean())
+        u = torch.rand(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+        out.append(torch.sigmoid((z + torch.logit(u, eps=2**-24)) / temperature))
     return out
+
+
+def rescale(masks):
+    """Masks divided by their mean, per tensor (an all-ones mask stays all ones)."""
+    return [m / m.mean() for m in masks]
+
+
+def concrete_factors(logits, temperature, generator):
+    """Rescaled relaxed masks m / mean(m) of :func:`concrete_sample`."""
+    return rescale(concrete_sample(logits, temperature, generator))
 
 
 def expected_factors(logits):
     """Deterministic mask sigmoid(z), rescaled per tensor: sigmoid(z) / mean(sigmoid(z))."""
     torch = lazy_import("torch")
-    out = []
-    for z in logits:
-        m = torch.sigmoid(z)
-        out.append(m / m.mean())
-    return out
+    return rescale([torch.sigmoid(z) for z in logits])
 
 
 def torch_generator(rng, device):

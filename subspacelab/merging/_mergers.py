@@ -216,8 +216,9 @@ class TiesMerger(_Merger):
     >>> ties = TiesMerger(density=0.5).fit(models, theta0)
     >>> ties.merged_model_          # weight 0: +3 and -2 conflict, the sum elects +
     array([ 3., -1.,  0.,  4.])
-    >>> ties.mask_.sum(axis=1)      # two of four entries kept per model
-    array([2, 2])
+    >>> ties.mask_                  # each keeps 2 of 4 entries; the -2 loses the election
+    array([[ True,  True, False, False],
+           [False, False, False,  True]])
     """
 
     def __init__(self, density=0.2, scaling=1.0, aggregate="mean"):
@@ -599,7 +600,9 @@ class ConcreteMaskMerger(_Merger):
         fixed = torch.full((T, 1), float(scaling), dtype=p0.dtype, device=p0.device)
         L = len(w.theta0) if self.granularity == "layer" else 1
         curve = []
-        if base == "adamerging":
+        if base == "task_arithmetic":
+            fixed_delta = [torch.tensordot(fixed[:, 0], t, dims=1) for t in tau]  # sum_i lambda tau_i
+        else:
             lam = torch.full((T, L), float(scaling), dtype=p0.dtype, device=p0.device, requires_grad=True)
             lam_opt = torch.optim.Adam([lam], lr=inner_lr)
         for step in range(self.n_steps):
@@ -614,10 +617,12 @@ class ConcreteMaskMerger(_Merger):
                 with torch.no_grad():
                     lam.clamp_(0.0, 1.0)
                 coefficients = lam.detach()
+                factors = _entropy.concrete_factors(logits, temperature, gen)
+                params = _entropy.combine(w.theta0, tau, coefficients, factors)
             else:
-                coefficients = fixed
-            factors = _entropy.concrete_factors(logits, temperature, gen)
-            loss = objective(_entropy.combine(w.theta0, tau, coefficients, factors), objective.batches())
+                factors = _entropy.concrete_factors(logits, temperature, gen)
+                params = [p + d * f for p, d, f in zip(w.theta0, fixed_delta, factors)]
+            loss = objective(params, objective.batches())
             mask_opt.zero_grad()
             loss.backward()
             mask_opt.step()
