@@ -333,8 +333,9 @@ class AdaMerger(_Merger):
     Attributes
     ----------
     merged_model_ : torch.nn.Module
-    coefficients_ : torch.Tensor of shape (n_models, 1) or (n_models, n_parameter_tensors)
-        The learned :math:`\lambda` (columns follow ``named_parameters()``).
+    coefficients_ : torch.Tensor of shape (n_models,) or (n_models, n_parameter_tensors)
+        The learned :math:`\lambda`, per model (``granularity="task"``) or per model and
+        parameter tensor (columns follow ``named_parameters()``).
     loss_curve_ : list of float
         :math:`\mathcal{L}` at every step.
     n_models_ : int
@@ -361,7 +362,7 @@ class AdaMerger(_Merger):
     >>> X = [torch.randn(8, 3), torch.randn(8, 3)]
     >>> ada = AdaMerger(n_steps=20, learning_rate=0.05, random_state=0).fit(models, pretrained, X)
     >>> tuple(ada.coefficients_.shape), len(ada.loss_curve_)
-    ((2, 1), 20)
+    ((2,), 20)
     """
 
     def __init__(
@@ -411,7 +412,7 @@ class AdaMerger(_Merger):
         objective = _entropy.EntropyObjective(w, X_unlabelled, heads, self.batch_size, rng)
         lam, curve = _run_adamerging(self, objective, w, init, self.n_steps, self.learning_rate, None, "adamerging")
         _entropy.check_loss(curve, self.tol, self, "adamerging")
-        self.coefficients_ = lam
+        self.coefficients_ = lam[:, 0] if self.granularity == "task" else lam
         self.loss_curve_ = curve
         with lazy_import("torch").no_grad():
             merged = _entropy.combine(w.theta0, w.tau, lam)
@@ -496,8 +497,9 @@ class ConcreteMaskMerger(_Merger):
         :math:`\sigma(z)` per parameter, in (0, 1), shaped like the parameter.
     mask_logits_ : dict of tensors
         :math:`z` per parameter.
-    coefficients_ : torch.Tensor of shape (n_models, 1) or (n_models, n_parameter_tensors)
-        :math:`\lambda` of the merged model.
+    coefficients_ : torch.Tensor of shape (n_models,) or (n_models, n_parameter_tensors)
+        :math:`\lambda` of the merged model (the second shape with ``base="adamerging"`` and
+        ``granularity="layer"``).
     loss_curve_ : list of float
         The entropy at every mask step, then (``base="adamerging"``) at every AdaMerging step.
     n_models_ : int
@@ -641,7 +643,8 @@ class ConcreteMaskMerger(_Merger):
             coefficients = fixed
         self.mask_logits_ = w.pack(logits)
         self.mask_ = w.pack([torch.sigmoid(z) for z in logits])
-        self.coefficients_ = coefficients
+        layerwise = base == "adamerging" and self.granularity == "layer"
+        self.coefficients_ = coefficients if layerwise else coefficients[:, 0]
         self.loss_curve_ = curve
         with torch.no_grad():
             merged = _entropy.combine(w.theta0, tau, coefficients, factors)

@@ -301,7 +301,7 @@ def test_concrete_adamerging_records_both_phases(setting):
     assert torch.all((cm.coefficients_ >= 0) & (cm.coefficients_ <= 1))
     no_ada = ConcreteMaskMerger(base="adamerging", n_steps=3, n_adamerging_steps=0, scaling=0.2, tol=None, random_state=0)
     no_ada.fit(models, pre, X, heads)
-    assert torch.equal(no_ada.coefficients_, torch.full((3, 1), 0.2))
+    assert torch.equal(no_ada.coefficients_, torch.full((3,), 0.2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def test_adamerging_lowers_the_prediction_entropy_and_clamps(setting):
 def test_adamerging_without_heads_uses_the_model_output(setting):
     pre, models, _, X = setting
     ada = AdaMerger(n_steps=3, tol=None, random_state=0).fit(models, pre, X)
-    assert tuple(ada.coefficients_.shape) == (3, 1) and len(ada.loss_curve_) == 3
+    assert tuple(ada.coefficients_.shape) == (3,) and len(ada.loss_curve_) == 3
 
 
 def test_convergence_warning_when_still_improving(setting):
