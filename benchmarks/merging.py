@@ -157,6 +157,7 @@ def main(argv=None):
             "per_task": {t: round(float(a), 4) for t, a in zip(tasks, accs)},
             "average": round(float(accs.mean()), 4),
             "average_std_over_seeds": round(float(np.std([r[1][m]["acc"].mean() for r in runs])), 4),
+            "average_per_seed": [round(float(r[1][m]["acc"].mean()), 4) for r in runs],
             "seconds": round(float(np.mean([r[1][m]["seconds"] for r in runs])), 3),
             "uses": runs[0][1][m]["uses"],
             "warnings": sorted({w for r in runs for w in r[1][m]["warnings"]}),
@@ -178,6 +179,10 @@ def main(argv=None):
         "best_concrete": best_concrete,
         "best_non_concrete": best_other,
         "concrete_minus_best_other": round(results[best_concrete]["average"] - results[best_other]["average"], 4),
+        "concrete_minus_best_other_per_seed": [
+            round(a - b, 4)
+            for a, b in zip(results[best_concrete]["average_per_seed"], results[best_other]["average_per_seed"])
+        ],
         "meta": {
             "mode": "quick" if args.quick else "full",
             "seeds": n_seeds,

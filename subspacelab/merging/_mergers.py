@@ -31,9 +31,6 @@ def _require_modules(weights, estimator):
 
 
 class _Merger(BaseEstimator):
-    def _fit_weights(self, models, pretrained):
-        return collect_weights(models, pretrained)
-
     def _set_result(self, weights, tensors):
         self.merged_model_ = weights.build(tensors)
         self.n_models_ = weights.n_tasks
@@ -110,7 +107,7 @@ class TaskArithmeticMerger(_Merger):
         self
         """
         scaling = check_param("scaling", self.scaling, "real")
-        w = self._fit_weights(models, pretrained)
+        w = collect_weights(models, pretrained)
         xp = w.xp
         merged = [
             (1.0 - scaling * w.n_tasks) * p0 + scaling * xp.sum(f, axis=0) for p0, f in zip(w.theta0, w.finetuned)
@@ -243,7 +240,7 @@ class TiesMerger(_Merger):
         density = check_param("density", self.density, "real", low=0.0, high=1.0, closed="right")
         scaling = check_param("scaling", self.scaling, "real")
         aggregate = check_param("aggregate", self.aggregate, "option", options=("mean", "sum"))
-        w = self._fit_weights(models, pretrained)
+        w = collect_weights(models, pretrained)
         xp, T = w.xp, w.n_tasks
         tau = w.tau
         flat = xp.concat([xp.reshape(t, (T, -1)) for t in tau], axis=1)
@@ -407,7 +404,7 @@ class AdaMerger(_Merger):
         init = check_param("init_scaling", self.init_scaling, "real", low=0.0, high=1.0)
         _check_learning_params(self)
         rng = check_random_state(self.random_state)
-        w = self._fit_weights(models, pretrained)
+        w = collect_weights(models, pretrained)
         _require_modules(w, self)
         objective = _entropy.EntropyObjective(w, X_unlabelled, heads, self.batch_size, rng)
         lam, curve = _run_adamerging(self, objective, w, init, self.n_steps, self.learning_rate, None, "adamerging")
@@ -592,7 +589,7 @@ class ConcreteMaskMerger(_Merger):
         n_ada = check_param("n_adamerging_steps", self.n_adamerging_steps, "int", low=0)
         ada_lr = check_param("adamerging_learning_rate", self.adamerging_learning_rate, "real", low=0.0, closed="neither")
         rng = check_random_state(self.random_state)
-        w = self._fit_weights(models, pretrained)
+        w = collect_weights(models, pretrained)
         _require_modules(w, self)
         objective = _entropy.EntropyObjective(w, X_unlabelled, heads, self.batch_size, rng)
         gen = _entropy.torch_generator(rng, w.theta0[0].device)
