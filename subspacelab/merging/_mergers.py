@@ -196,8 +196,10 @@ class TiesMerger(_Merger):
 
     Notes
     -----
-    Trimming is global over all parameters of a model, as in the paper. Every step is
-    symmetric in the models, so the result does not depend on their order.
+    Trimming is global over all parameters of a model. Every step is symmetric in the models,
+    so the result does not depend on their order. The three steps follow the public reference
+    code (the TIES utilities of Tang et al.'s repository); they were not re-checked line by
+    line against the paper's PDF [unverified].
     {not_registered}
     References
     ----------
@@ -341,7 +343,9 @@ class AdaMerger(_Merger):
     -----
     Models must be torch modules; ``heads[t]`` maps the model's output to task t's logits
     (None: the output already is the logits). Modules and heads are evaluated in ``eval()``
-    mode on copies, so the caller's modules are not modified. Pass unlabelled inputs drawn
+    mode on copies, so the caller's modules are not modified. Initialisation at 0.3 and the
+    clamping to [0, 1] follow Tang et al.'s code; the description was not re-checked against
+    Yang et al.'s PDF [unverified]. Pass unlabelled inputs drawn
     apart from the data used to evaluate the merged model: Yang et al. and Tang et al. adapt
     on the test split itself (transductive), which inflates the reported accuracy.
     {not_registered}

@@ -330,6 +330,13 @@ def test_adamerging_without_heads_uses_the_model_output(setting):
     assert tuple(ada.coefficients_.shape) == (3,) and len(ada.loss_curve_) == 3
 
 
+def test_verbose_prints_ten_progress_lines(setting, capsys):
+    pre, models, heads, X = setting
+    AdaMerger(n_steps=20, verbose=1, tol=None, random_state=0).fit(models, pre, X, heads)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("AdaMerger adamerging step 20/20: prediction entropy")
+
+
 def test_convergence_warning_when_still_improving(setting):
     pre, models, heads, X = setting
     with pytest.warns(ConvergenceWarning, match="still fell"):
