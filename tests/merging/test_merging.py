@@ -548,3 +548,21 @@ def test_real_digit_tasks_merging_regression():
     assert cm_acc > pretrained
     assert np.mean(cm.loss_curve_[-30:]) < np.mean(cm.loss_curve_[:30])
     print(f"pretrained {pretrained:.3f} fine-tuned {finetuned.mean():.3f} TA {ta_acc:.3f} Concrete TA {cm_acc:.3f}")
+
+
+def test_task_accuracies_counts_correct_predictions():
+    from sklearn.utils import Bunch
+
+    from subspacelab.merging import task_accuracies
+
+    model = torch.nn.Identity()
+    model.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))  # gives the dtype and device
+    head = torch.nn.Identity()
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]])
+    tasks = [Bunch(X_test=X, y_test=np.array([0, 1, 1, 1])), Bunch(X_test=X, y_test=np.array([0, 1, 0, 1]))]
+    np.testing.assert_array_equal(task_accuracies(model, [head, head], tasks), [0.75, 1.0])
+    np.testing.assert_array_equal(task_accuracies([model, model], [head, head], tasks), [0.75, 1.0])
+    with pytest.raises(ValueError, match="same length"):
+        task_accuracies(model, [head], tasks)
+    with pytest.raises(ValueError, match="split"):
+        task_accuracies(model, [head, head], tasks, split="unlabelled")
