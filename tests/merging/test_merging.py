@@ -29,6 +29,15 @@ LEARNED = [
 LEARNED_IDS = ["ada-task", "ada-layer", "concrete-ta", "concrete-ada"]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The networks here are tiny: one thread is faster, and far faster on a loaded machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ----------------------------------------------------------------------------------------------
 # small torch setting: an MLP, perturbed copies, per-task heads, unlabelled inputs
 
@@ -525,7 +534,6 @@ def test_docstring_examples():
 
 
 @pytest.mark.data
-@pytest.mark.slow
 def test_real_digit_tasks_merging_regression():
     from subspacelab.datasets import DataNotAvailableError, make_digit_tasks
     from subspacelab.merging import make_task_models, task_accuracies
