@@ -25,7 +25,7 @@ def _exact(indptr, indices, data, F, ridge, jitter_rel, start, stop, Gs, bs, out
     t = cuda.grid(1)
     g = start + t
     if g < stop:
-        _solve_exact(indptr, indices, data, F, g, ridge, jitter_rel, Gs[t], bs[t], out[g])
+        _solve_exact(indptr, indices, data, F, g, ridge[g], jitter_rel, Gs[t], bs[t], out[g])
 
 
 @cuda.jit
@@ -34,7 +34,7 @@ def _cg(indptr, indices, data, F, ridge, start, stop, n_steps, tol, L, vecs, out
     g = start + t
     if g < stop:
         v = vecs[t]
-        steps[g] = _pcg(indptr, indices, data, F, g, ridge, out[g], n_steps, tol, L, False, v[0], v[1], v[2], v[3])
+        steps[g] = _pcg(indptr, indices, data, F, g, ridge[g], out[g], n_steps, tol, L, False, v[0], v[1], v[2], v[3])
 
 
 @cuda.jit
@@ -44,7 +44,7 @@ def _sketch(indptr, indices, data, F, ridge, jitter_rel, seed, warm, start, stop
     if g < stop:
         v = vecs[t]
         steps[g] = _solve_sketch(
-            indptr, indices, data, F, g, ridge, jitter_rel, seed, out[g], warm, n_steps, tol,
+            indptr, indices, data, F, g, ridge[g], jitter_rel, seed, out[g], warm, n_steps, tol,
             SAs[t], Sbs[t], Gs[t], v[0], v[1], v[2], v[3],
         )
 
@@ -61,7 +61,9 @@ def masked_normal_eq_cuda(indptr, indices, data, F, ridge, method, x0, n_steps, 
     n_groups = int(indptr.shape[0]) - 1
     k = int(F.shape[1])
     dt = np.dtype(F.dtype)
-    ridge, jitter_rel, tol = dt.type(ridge), dt.type(jitter_rel), dt.type(tol)
+    jitter_rel, tol = dt.type(jitter_rel), dt.type(tol)
+    if not hasattr(ridge, "shape"):
+        ridge = cuda.to_device(np.full(max(n_groups, 1), ridge, dtype=dt))
     steps = cuda.to_device(np.zeros(max(n_groups, 1), dtype=np.int64))
     if method == "exact":
         out = cuda.device_array((n_groups, k), dtype=dt)

@@ -4,7 +4,6 @@ import numba
 import numpy as np
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
 def _residual(rows, cols, values, U, V, out):
     k = U.shape[1]
     for p in numba.prange(out.shape[0]):
@@ -16,7 +15,13 @@ def _residual(rows, cols, values, U, V, out):
         out[p] = values[p] - s
 
 
+_PAR = numba.njit(parallel=True, cache=True, nogil=True)(_residual)
+_SER = numba.njit(parallel=False, cache=True, nogil=True)(_residual)
+PARALLEL_MIN_WORK = 2_000_000  # flops below which starting the thread team costs more than it saves
+
+
 def sampled_residual_numba(rows, cols, values, U, V):
     out = np.empty(rows.shape[0], dtype=U.dtype)
-    _residual(rows, cols, values, U, V.astype(U.dtype, copy=False), out)
+    fn = _PAR if 2 * rows.shape[0] * U.shape[1] >= PARALLEL_MIN_WORK else _SER
+    fn(rows, cols, values, U, V.astype(U.dtype, copy=False), out)
     return out

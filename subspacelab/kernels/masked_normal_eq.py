@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._backend import get_namespace
+from .._backend import get_namespace, is_array_api_obj
 from .._validation import check_param
 from ._bucketed import bucket_layout
 from ._dispatch import from_cuda, from_host, select_backend, to_cuda, to_host
@@ -87,8 +87,9 @@ def masked_normal_eq(
         Targets.
     factors : float array, shape (n_features, k)
         Fixed factor F. The result has its dtype.
-    ridge : float, default 0.0
-        :math:`\lambda \ge 0`.
+    ridge : float or float array of shape (n_groups,), default 0.0
+        :math:`\lambda \ge 0`, one value for all groups or one per group (ALS-WR scales it
+        by the group's observation count).
     method : {"exact", "cg", "sketch"}
     x0 : float array, shape (n_groups, k), optional
         Warm start for ``"cg"`` and ``"sketch"`` (ignored by ``"exact"``).
@@ -125,7 +126,16 @@ def masked_normal_eq(
     """
     xp, dev = get_namespace(indptr, indices, data, factors, x0, names=["indptr", "indices", "data", "factors", "x0"])
     check_param("method", method, "option", options=METHODS)
-    check_param("ridge", ridge, "real", low=0.0)
+    ridge_arr = None
+    if not is_array_api_obj(ridge):
+        check_param("ridge", ridge, "real", low=0.0)
+        ridge = float(ridge)
+    else:
+        ridge_arr = ridge
+        if get_namespace(ridge, factors, names=["ridge", "factors"])[0] is not xp or ridge.ndim != 1 or ridge.shape[0] != indptr.shape[0] - 1:
+            raise ValueError(f"ridge must be a non-negative float or an array of shape ({indptr.shape[0] - 1},) in the namespace of factors")
+        if check_input and not bool(xp.all(ridge >= 0)):
+            raise ValueError("ridge must be non-negative")
     check_param("n_steps", n_steps, "int", low=0, allow_none=True)
     check_param("tol", tol, "real", low=0.0)
     check_param("sketch_size", sketch_size, "int", low=1, allow_none=True)
@@ -142,17 +152,18 @@ def masked_normal_eq(
     if impl == "generic":
         if layout is None:
             layout = bucket_layout(indptr, indices, xp, dev, split_at=s if method == "sketch" else None)
-        return _generic(layout, data, factors, float(ridge), method, x0, int(n_steps), float(tol), s, int(seed), jitter_rel, xp)
+        return _generic(layout, data, factors, ridge, method, x0, int(n_steps), float(tol), s, int(seed), jitter_rel, xp)
     if impl == "numba":
         from ._masked_normal_eq_numba import masked_normal_eq_numba
 
-        ip, ix, d, F, x0h = to_host(indptr, indices, data, factors, x0)
-        out, _ = masked_normal_eq_numba(ip, ix, d, F, ridge, method, x0h, int(n_steps), tol, s, int(seed), jitter_rel)
+        ip, ix, d, F, x0h, rh = to_host(indptr, indices, data, factors, x0, ridge_arr)
+        out, _ = masked_normal_eq_numba(ip, ix, d, F, ridge if rh is None else rh, method, x0h, int(n_steps), tol, s, int(seed), jitter_rel)
         return from_host(out, xp, dev)
     from ._masked_normal_eq_cuda import masked_normal_eq_cuda
 
-    ip, ix, d, F, x0d = to_cuda(indptr, indices, xp.astype(data, factors.dtype), factors, x0)
-    out, _ = masked_normal_eq_cuda(ip, ix, d, F, ridge, method, x0d, int(n_steps), tol, s, int(seed), jitter_rel)
+    rd = None if ridge_arr is None else xp.astype(ridge_arr, factors.dtype)
+    ip, ix, d, F, x0d, rd = to_cuda(indptr, indices, xp.astype(data, factors.dtype), factors, x0, rd)
+    out, _ = masked_normal_eq_cuda(ip, ix, d, F, ridge if rd is None else rd, method, x0d, int(n_steps), tol, s, int(seed), jitter_rel)
     return from_cuda(out, factors, xp, dev)
 
 
@@ -208,21 +219,22 @@ def _generic(layout, data, F, ridge, method, x0, n_steps, tol, s, seed, jitter_r
         m = xp.astype(ch.mask, F.dtype)
         A = xp.reshape(xp.take(F, ch.cols, axis=0), (B, D, k)) * m[..., None]
         y = (xp.reshape(xp.take(data, ch.pos), (B, D)) if layout.n_obs else xp.zeros((B, D), dtype=F.dtype, device=dev)) * m
+        lam = xp.take(xp.astype(ridge, F.dtype), ch.groups) if hasattr(ridge, "shape") else xp.full((B,), ridge, dtype=F.dtype, device=dev)
         if method == "exact" or (method == "sketch" and int(ch.degrees.max(initial=0)) <= s):
-            results.append(_exact_batch(A, y, ridge, jitter_rel, eye, xp))
+            results.append(_exact_batch(A, y, lam, jitter_rel, eye, xp))
             continue
         x = xp.take(x0, ch.groups, axis=0) if x0 is not None else xp.zeros((B, k), dtype=F.dtype, device=dev)
         if method == "cg":
-            results.append(_pcg_batch(A, y, ridge, x, None, n_steps, tol, xp))
+            results.append(_pcg_batch(A, y, lam, x, None, n_steps, tol, xp))
             continue
         SA, Sb = _countsketch_batch(A, y, ch.groups, ch.cols, ch.mask, s, seed, xp)
         Gs = xp.matrix_transpose(SA) @ SA
         tr = xp.sum(xp.linalg.diagonal(Gs), axis=-1)
-        delta = _jitter(tr, k, ridge, jitter_rel, xp)
-        Gs = Gs + (ridge + delta)[:, None, None] * eye
+        delta = _jitter(tr, k, lam, jitter_rel, xp)
+        Gs = Gs + (lam + delta)[:, None, None] * eye
         if x0 is None:
             x = xp.linalg.solve(Gs, _mtv(SA, Sb)[..., None])[..., 0]
-        results.append(_pcg_batch(A, y, ridge, x, xp.linalg.inv(Gs), n_steps, tol, xp))
+        results.append(_pcg_batch(A, y, lam, x, xp.linalg.inv(Gs), n_steps, tol, xp))
     if not results:
         return xp.zeros((0, k), dtype=F.dtype, device=dev)
     return xp.take(xp.concat(results, axis=0), layout.inverse, axis=0)
@@ -230,7 +242,7 @@ def _generic(layout, data, F, ridge, method, x0, n_steps, tol, s, seed, jitter_r
 
 def _jitter(tr, k, ridge, jitter_rel, xp):
     d = jitter_rel * (tr / k + ridge)
-    return xp.where(d > 0, d, xp.asarray(1e-300 if d.dtype == xp.float64 else 1e-38, dtype=d.dtype))
+    return xp.where(d > 0, d, xp.full_like(d, 1e-300 if d.dtype == xp.float64 else 1e-38))
 
 
 def _exact_batch(A, y, ridge, jitter_rel, eye, xp):
@@ -250,6 +262,7 @@ def _pcg_batch(A, y, ridge, x, Minv, n_steps, tol, xp):
 
     b = _mtv(A, y)
     bnorm = xp.sqrt(xp.sum(b * b, axis=-1))
+    ridge = ridge[:, None]
     r = b - _mtv(A, _mv(A, x)) - ridge * x
     z = precond(r)
     p = z
