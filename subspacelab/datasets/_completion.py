@@ -65,10 +65,13 @@ def make_low_rank_matrix_completion(
     condition_number : float, default 1.0
         :math:`\kappa = \sigma_1/\sigma_k \ge 1`.
     scheme : {"uniform", "power_law"}, default "uniform"
-        ``"uniform"``: Bernoulli(p) sampling. ``"power_law"``: entry :math:`(i, j)` is observed
-        with probability proportional to :math:`w_i w_j` with Zipf-like propensities
-        :math:`w \propto (1 + \text{rank})^{-1/2}` of a random order (MovieLens-like degree
-        skew), scaled to the same expected count :math:`pmn` and capped at 1.
+        ``"uniform"``: each entry observed independently with probability p (above
+        :math:`2^{24}` entries, :math:`\mathrm{Binomial}(mn, p)` coordinates are drawn with
+        replacement and deduplicated instead of forming an :math:`mn` mask, which observes
+        slightly fewer entries). ``"power_law"``: entry :math:`(i, j)` is observed with
+        probability :math:`\min(1, c\, w_i w_j)`, where :math:`w_i = r_i^{-1/2}` for a random
+        ranking :math:`r` of the rows (likewise columns) and :math:`c` gives the expected
+        count :math:`pmn` before capping (MovieLens-like degree skew).
     dense : bool, default True
         Return ``X`` as a dense array with NaN for missing entries; otherwise as a
         ``scipy.sparse.csr_array`` whose stored entries are the observations.
@@ -78,7 +81,7 @@ def make_low_rank_matrix_completion(
     -------
     Bunch
         ``X`` (observations), ``U`` (m, k) and ``V`` (n, k) with ``M = U @ V.T``,
-        ``rows``, ``cols``, ``values`` (the observations as coordinates), ``sampling``
+        ``rows``, ``cols``, ``entries`` (the observations as coordinates), ``sampling``
         (the probability used) and ``noise``.
 
     Examples
@@ -134,4 +137,4 @@ def make_low_rank_matrix_completion(
         X[rows, cols] = values
     else:
         X = sp.csr_array((values, (rows, cols)), shape=(m, n))
-    return Bunch(X=X, U=U, V=V, rows=rows, cols=cols, values=values, sampling=float(sampling), noise=float(noise))
+    return Bunch(X=X, U=U, V=V, rows=rows, cols=cols, entries=values, sampling=float(sampling), noise=float(noise))

@@ -118,7 +118,7 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
         :math:`\lambda \ge 0`, applied to every row and column solve (and to the biases when
         ``center="biases"``). Zero keeps exact recovery possible. Rows or columns with fewer
         than ``rank`` observations are under-determined without a ridge: they are solved with
-        a :math:`10^3\epsilon`-relative diagonal jitter (finite, nearly minimum-norm), and a
+        a relative diagonal jitter of :math:`10^3\epsilon` (float64) or :math:`10\epsilon` (float32) (finite, nearly minimum-norm), and a
         ``UserWarning`` reports how many there are.
     ridge_scaling : {"none", "count"}, default "none"
         ``"count"`` multiplies the ridge of a row or column by its number of observations

@@ -13,8 +13,8 @@ METHODS = ("exact", "cg", "sketch")
 
 
 def default_jitter(dtype_name):
-    """Relative diagonal jitter: 1e3 machine epsilons (2.2e-13 in float64, 1.2e-4 in float32)."""
-    return 1e3 * (2.220446049250313e-16 if dtype_name == "float64" else 1.1920929e-07)
+    """Relative diagonal jitter: 1e3 machine epsilons in float64 (2.2e-13), 10 in float32 (1.2e-6)."""
+    return 2.220446049250313e-13 if dtype_name == "float64" else 1.1920929e-06
 
 
 def masked_normal_eq(
@@ -74,7 +74,8 @@ def masked_normal_eq(
         sketch the paper itself uses is unverified; the bound holds for CountSketch, SRHT
         and OSNAP.
 
-    A relative jitter :math:`\delta = 10^3\epsilon\,(\mathrm{tr}(A_g^\top A_g)/k + \lambda)` is
+    A relative jitter :math:`\delta = c\,(\mathrm{tr}(A_g^\top A_g)/k + \lambda)`, with
+    :math:`c = 10^3\epsilon` in float64 and :math:`10\epsilon` in float32, is
     added to the diagonal before factorising, so that a group with fewer than k observations
     and no ridge gets a finite (nearly minimum-norm) answer and an empty group gets zero.
 
