@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from .._backend import (
     as_float,
@@ -42,7 +43,7 @@ class _Pattern:
     """
 
     def __init__(self, group, other, n_groups, xp, device, generic, split_at):
-        order = np.lexsort((other, group))
+        order = np.argsort(group * max(int(other.max(initial=0)) + 1, 1) + other, kind="stable")
         counts = np.bincount(group, minlength=n_groups)
         indptr = np.zeros(n_groups + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
@@ -315,8 +316,8 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
             rows = np.asarray(X.row, dtype=np.int64)
             cols = np.asarray(X.col, dtype=np.int64)
             vals = np.asarray(X.data)
-            key = rows * X.shape[1] + cols
-            if np.unique(key).size != key.size:
+            key = np.sort(rows * X.shape[1] + cols)
+            if key.size > 1 and bool(np.any(key[1:] == key[:-1])):
                 raise ValueError(
                     "X is sparse with duplicate coordinates; each observed entry must be stored "
                     "once (duplicates are not summed)."
@@ -437,65 +438,70 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
                 pat = _Pattern(cols[sel], rows[sel], n, xp, dev, generic, split_at)
             return pat, move_to(sel, xp, dev)
 
-        curve = []
-        stop_reason = "max_iter"
-        t0 = time.perf_counter()
-        it = 0
-        for it in range(1, self.n_iter + 1):
-            # ---- V-step: U fixed
-            if orth:
-                U, R = xp.linalg.qr(U)
-                V = V @ xp.matrix_transpose(R)
-            targets = y_x - xp.take(a, rows_x) if biases else y_x
-            F = xp.concat([U, ones_m], axis=1) if biases else U
-            x0 = xp.concat([V, c[:, None]], axis=1) if biases else V
-            if self.sample_splitting:
-                pat, sel = piece_pattern(2 * it - 1, by_rows=False)
-                sol = half_step(pat, xp.take(targets, sel), F, x0, 2 * it - 1)
-            else:
-                sol = half_step(full_c, targets, F, x0, 2 * it - 1)
-            V, c = (sol[:, :k], sol[:, k]) if biases else (sol, c)
-            # ---- U-step: V fixed
+        # The loop's BLAS work is small (QR of n x k factors, k x k products); OpenBLAS threads
+        # would only compete with the kernels' threads (measured: a 1000 x 10 QR took 50 ms with
+        # 2 OpenBLAS threads on a loaded 2-core machine, 0.3 ms with 1), so BLAS runs on one
+        # thread here and in the spectral start (see _initial_row_factor).
+        with threadpool_limits(limits=1, user_api="blas"):
+            curve = []
+            stop_reason = "max_iter"
+            t0 = time.perf_counter()
+            it = 0
+            for it in range(1, self.n_iter + 1):
+                # ---- V-step: U fixed
+                if orth:
+                    U, R = xp.linalg.qr(U)
+                    V = V @ xp.matrix_transpose(R)
+                targets = y_x - xp.take(a, rows_x) if biases else y_x
+                F = xp.concat([U, ones_m], axis=1) if biases else U
+                x0 = xp.concat([V, c[:, None]], axis=1) if biases else V
+                if self.sample_splitting:
+                    pat, sel = piece_pattern(2 * it - 1, by_rows=False)
+                    sol = half_step(pat, xp.take(targets, sel), F, x0, 2 * it - 1)
+                else:
+                    sol = half_step(full_c, targets, F, x0, 2 * it - 1)
+                V, c = (sol[:, :k], sol[:, k]) if biases else (sol, c)
+                # ---- U-step: V fixed
+                if orth:
+                    V, R = xp.linalg.qr(V)
+                    U = U @ xp.matrix_transpose(R)
+                targets = y_x - xp.take(c, cols_x) if biases else y_x
+                F = xp.concat([V, ones_n], axis=1) if biases else V
+                x0 = xp.concat([U, a[:, None]], axis=1) if biases else U
+                if self.sample_splitting:
+                    pat, sel = piece_pattern(2 * it, by_rows=True)
+                    sol = half_step(pat, xp.take(targets, sel), F, x0, 2 * it)
+                else:
+                    sol = half_step(full_r, targets, F, x0, 2 * it)
+                U, a = (sol[:, :k], sol[:, k]) if biases else (sol, a)
+                # ---- train RMSE on all of Omega
+                resid_target = y_x - xp.take(a, rows_x) - xp.take(c, cols_x) if biases else y_x
+                r = sampled_residual(rows_x, cols_x, resid_target, U, V, check_input=False)
+                rmse = math.sqrt(as_float(xp.mean(r * r))) if vals.size else 0.0
+                curve.append(rmse)
+                if self.verbose:
+                    print(f"[AltMinCompleter] iter {it:4d}  train RMSE {rmse:.6e}  ({time.perf_counter() - t0:.2f} s)")
+                if not math.isfinite(rmse):
+                    raise FloatingPointError(
+                        f"train RMSE became {rmse} at iteration {it}; the problem is too "
+                        "under-sampled for this rank (try ridge > 0 or a smaller rank)"
+                    )
+                decrease = curve[-2] - rmse if len(curve) > 1 else math.inf
+                if rmse <= floor or (decrease < 0 and rmse <= stall):
+                    stop_reason = "machine_precision"
+                    break
+                if len(curve) > 1 and 0 <= decrease <= self.tol * curve[-2]:
+                    stop_reason = "rmse_change"
+                    break
+            # ---- final exact U-step against the final V, on all of Omega: the row factors are then
+            # exactly the fold-in of the training rows (transform(X) == fit_transform(X)).
             if orth:
                 V, R = xp.linalg.qr(V)
                 U = U @ xp.matrix_transpose(R)
             targets = y_x - xp.take(c, cols_x) if biases else y_x
             F = xp.concat([V, ones_n], axis=1) if biases else V
-            x0 = xp.concat([U, a[:, None]], axis=1) if biases else U
-            if self.sample_splitting:
-                pat, sel = piece_pattern(2 * it, by_rows=True)
-                sol = half_step(pat, xp.take(targets, sel), F, x0, 2 * it)
-            else:
-                sol = half_step(full_r, targets, F, x0, 2 * it)
+            sol = half_step(full_r, targets, F, None, None)
             U, a = (sol[:, :k], sol[:, k]) if biases else (sol, a)
-            # ---- train RMSE on all of Omega
-            resid_target = y_x - xp.take(a, rows_x) - xp.take(c, cols_x) if biases else y_x
-            r = sampled_residual(rows_x, cols_x, resid_target, U, V, check_input=False)
-            rmse = math.sqrt(as_float(xp.mean(r * r))) if vals.size else 0.0
-            curve.append(rmse)
-            if self.verbose:
-                print(f"[AltMinCompleter] iter {it:4d}  train RMSE {rmse:.6e}  ({time.perf_counter() - t0:.2f} s)")
-            if not math.isfinite(rmse):
-                raise FloatingPointError(
-                    f"train RMSE became {rmse} at iteration {it}; the problem is too "
-                    "under-sampled for this rank (try ridge > 0 or a smaller rank)"
-                )
-            decrease = curve[-2] - rmse if len(curve) > 1 else math.inf
-            if rmse <= floor or (decrease < 0 and rmse <= stall):
-                stop_reason = "machine_precision"
-                break
-            if len(curve) > 1 and 0 <= decrease <= self.tol * curve[-2]:
-                stop_reason = "rmse_change"
-                break
-        # ---- final exact U-step against the final V, on all of Omega: the row factors are then
-        # exactly the fold-in of the training rows (transform(X) == fit_transform(X)).
-        if orth:
-            V, R = xp.linalg.qr(V)
-            U = U @ xp.matrix_transpose(R)
-        targets = y_x - xp.take(c, cols_x) if biases else y_x
-        F = xp.concat([V, ones_n], axis=1) if biases else V
-        sol = half_step(full_r, targets, F, None, None)
-        U, a = (sol[:, :k], sol[:, k]) if biases else (sol, a)
 
         self.row_factors_ = U
         self.components_ = xp.matrix_transpose(V)
@@ -534,7 +540,8 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
             r, c, v = rows[sel], cols[sel], y[sel].astype(np.float64)
             p = max(v.size, 1) / (m * n)
             Y = sp.csr_matrix((v / p, (r, c)), shape=(m, n))
-            U0, _, _ = randomized_svd(Y, k, n_oversamples=max(10, k), n_iter=7, random_state=int(rng.integers(0, 2**31 - 1)))
+            with threadpool_limits(limits=1, user_api="blas"):
+                U0, _, _ = randomized_svd(Y, k, n_oversamples=max(10, k), n_iter=4, random_state=int(rng.integers(0, 2**31 - 1)))
         if self.clip_incoherence is not False:
             c_trim = 2.0 if self.clip_incoherence is True else float(self.clip_incoherence)
             U0 = clip_rows(U0, c_trim)

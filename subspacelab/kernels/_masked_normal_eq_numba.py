@@ -17,7 +17,7 @@ _solve_exact = _core.solve_exact
 _pcg = _core.pcg
 _solve_sketch = _core.solve_sketch
 
-PARALLEL_MIN_WORK = 2_000_000
+PARALLEL_MIN_WORK = 20_000_000
 
 
 def _both(fn):

@@ -17,7 +17,7 @@ def _residual(rows, cols, values, U, V, out):
 
 _PAR = numba.njit(parallel=True, cache=True, nogil=True)(_residual)
 _SER = numba.njit(parallel=False, cache=True, nogil=True)(_residual)
-PARALLEL_MIN_WORK = 2_000_000  # flops below which starting the thread team costs more than it saves
+PARALLEL_MIN_WORK = 20_000_000  # flops below which starting the thread team costs more than it saves
 
 
 def sampled_residual_numba(rows, cols, values, U, V):
