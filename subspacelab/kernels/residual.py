@@ -37,8 +37,8 @@ def sampled_residual(rows, cols, values, row_factors, col_factors, *, backend="a
     >>> import numpy as np
     >>> from subspacelab.kernels import sampled_residual
     >>> U = np.array([[1.0, 0.0], [0.0, 2.0]]); V = np.array([[1.0, 1.0], [3.0, 0.0]])
-    >>> sampled_residual(np.array([0, 1, 1]), np.array([1, 0, 1]), np.array([3.0, 2.0, 0.0]), U, V)
-    array([ 0.,  0., -0.])
+    >>> sampled_residual(np.array([0, 1, 1]), np.array([1, 0, 1]), np.array([4.0, 2.0, 1.0]), U, V)
+    array([1., 0., 1.])
     """
     xp, dev = get_namespace(rows, cols, values, row_factors, col_factors, names=["rows", "cols", "values", "row_factors", "col_factors"])
     if check_input:

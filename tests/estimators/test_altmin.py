@@ -392,11 +392,18 @@ def test_sparse_input_observes_stored_entries_only():
 
 # ----------------------------------------------------------------------------- demo and data
 @pytest.mark.slow
-def test_demo_row_reports_a_better_than_baseline_number():
+def test_demo_row_synthetic_fallback(monkeypatch):
+    """Without recbole the demo completes a synthetic matrix (and still reports parity)."""
+    import subspacelab.datasets as ds
+
+    def absent():
+        raise ImportError("recbole is not installed")
+
+    monkeypatch.setattr(ds, "load_movielens_100k", absent)
     row = demo_row()
+    assert row["data"].startswith("synthetic") and "array_api_strict" in row["data"]
     assert set(row) == {"method", "data", "metric", "value", "baseline", "baseline_value"}
-    assert np.isfinite(row["value"]) and np.isfinite(row["baseline_value"])
-    assert row["value"] < row["baseline_value"]
+    assert row["value"] < 1e-8 < row["baseline_value"]
 
 
 @pytest.mark.data
@@ -404,6 +411,7 @@ def test_movielens_100k_one_fold_beats_the_bias_baseline():
     if importlib.util.find_spec("recbole") is None:
         pytest.skip("MovieLens-100k is read from the recbole wheel: pip install --no-deps recbole==1.2.1")
     row = demo_row()
+    assert set(row) == {"method", "data", "metric", "value", "baseline", "baseline_value"}
     assert row["data"].startswith("MovieLens-100k")
     assert row["value"] < 0.93
     assert row["value"] < row["baseline_value"] - 0.01

@@ -121,12 +121,19 @@ def test_namespace_and_device_follow_the_input(backend):
     np.testing.assert_allclose(backend.to_numpy(got), ref, rtol=1e-10, atol=1e-12)
 
 
-def test_per_group_ridge_equals_separate_calls():
+@pytest.mark.parametrize("impl", available_backends())
+@pytest.mark.parametrize("method", ["exact", "cg", "sketch"])
+def test_per_group_ridge_equals_separate_calls(impl, method):
+    """A ridge array (one lambda per group, as ALS-WR uses) solves each group with its own."""
     indptr, indices, data, F, _ = _problem(4, 5, 6, 2, 1.0)
     lam = np.array([0.1, 1.0, 2.0, 0.0, 5.0])
-    got = masked_normal_eq(indptr, indices, data, F, lam)
+    got = masked_normal_eq(indptr, indices, data, F, lam, method=method, n_steps=10, tol=0.0, sketch_size=3, backend=impl)
     for g in range(5):
-        np.testing.assert_allclose(got[g], _reference(indptr, indices, data, F, lam[g])[g], rtol=1e-10)
+        np.testing.assert_allclose(got[g], _reference(indptr, indices, data, F, lam[g])[g], rtol=1e-9)
+    with pytest.raises(ValueError, match="ridge must be non-negative"):
+        masked_normal_eq(indptr, indices, data, F, -lam, backend=impl)
+    with pytest.raises(ValueError, match=r"array of shape \(5,\)"):
+        masked_normal_eq(indptr, indices, data, F, lam[:3], backend=impl)
 
 
 def test_layout_bounds_padding_and_chunk_size():
