@@ -391,7 +391,7 @@ CONFIGS = {
     ),
     "full": dict(
         n=2000, rhos=(2.0, 3.0, 5.0), altmin_iters=300, soft_grid=(1 / 50, 1 / 500, 1 / 5000), soft_iters=200,
-        soft_budget=30.0, soft_ttt_budget=120.0, omega_sizes=(1563, 3125, 6250, 12500, 25000), k_n=10000,
+        soft_budget=30.0, soft_ttt_budget=300.0, omega_sizes=(1563, 3125, 6250, 12500, 25000), k_n=10000,
         k_omega=2_000_000, scaling_iters=2, large_n=1200, large_rho=3.0, large_iters=100,
     ),
 }
