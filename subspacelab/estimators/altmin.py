@@ -301,7 +301,9 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
         check_param("verbose", self.verbose, "int", low=0)
 
     def _observations(self, X, *, reset):
-        """Validate X and return (shape, rows, cols, values) on the host plus (xp, device, dtype)."""
+        """Validate X; return its shape, the observed (rows, cols, values) on the host, xp, device.
+
+        Values are float32 when X is float32 and float64 otherwise."""
         if sp.issparse(X):
             X, xp, dev = validate_input(
                 self, X, reset=reset, accept_sparse=["csr", "csc", "coo"], ensure_all_finite=False
@@ -373,18 +375,15 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
         biases = self.center == "biases"
         kk = k + int(biases)
         ridge = float(self.ridge)
-        if ridge == 0.0:
-            under_r, under_c = int(np.sum(deg_r < kk)), int(np.sum(deg_c < kk))
-            if under_r or under_c:
-                warnings.warn(
-                    f"{under_r} rows and {under_c} columns have fewer than {kk} observations, so "
-                    "their least-squares problems are under-determined; they are solved with a "
-                    "tiny diagonal jitter. Set ridge > 0 to regularise them.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-        else:
-            under_r, under_c = int(np.sum(deg_r < kk)), int(np.sum(deg_c < kk))
+        under_r, under_c = int(np.sum(deg_r < kk)), int(np.sum(deg_c < kk))
+        if ridge == 0.0 and (under_r or under_c):
+            warnings.warn(
+                f"{under_r} rows and {under_c} columns have fewer than {kk} observations, so "
+                "their least-squares problems are under-determined; they are solved with a "
+                "tiny diagonal jitter. Set ridge > 0 to regularise them.",
+                UserWarning,
+                stacklevel=3,
+            )
 
         mu = float(np.mean(vals)) if self.center != "none" else 0.0
         y_host = vals - dtype.type(mu)
