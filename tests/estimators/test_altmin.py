@@ -415,3 +415,22 @@ def test_movielens_100k_one_fold_beats_the_bias_baseline():
     assert row["data"].startswith("MovieLens-100k")
     assert row["value"] < 0.93
     assert row["value"] < row["baseline_value"] - 0.01
+
+
+@pytest.mark.cudasim
+def test_cuda_kernels_give_the_same_fit():
+    """The whole fit on the numba.cuda kernels (a GPU, or NUMBA_ENABLE_CUDASIM=1) matches the
+    Numba fit; skipped where neither is available."""
+    from subspacelab.kernels import available_backends, kernel_backend
+
+    if "cuda" not in available_backends():
+        pytest.skip("no CUDA device and NUMBA_ENABLE_CUDASIM is not set")
+    X, M = _problem(16, 12, 1, 6.0, 0)
+    ref = AltMinCompleter(rank=1, n_iter=8, tol=0.0, center="biases", random_state=0)
+    got = AltMinCompleter(rank=1, n_iter=8, tol=0.0, center="biases", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref_out = ref.fit_transform(X)
+        with kernel_backend("cuda"):
+            got_out = got.fit_transform(X)
+    np.testing.assert_allclose(got_out, ref_out, rtol=1e-10, atol=1e-10)
