@@ -409,6 +409,15 @@ def markdown(res):
             r = row[c]
             cells.append("skipped" if "skipped" in r else f"{r['rel_error']:.1e} / {r['seconds']:.1f} s")
         lines.append(f"| {row['oversampling']:g} | " + " | ".join(cells) + " |")
+    soft = rec["rows"][0].get("soft_impute_tuned", {})
+    if "skipped" not in soft:
+        lines += [
+            "",
+            "SoftImpute (fancyimpute 0.7.0): default = the library's shrinkage sigma_max/50, rank capped "
+            f"at 10; tuned = rank 10 and shrinkage sigma_max * {rec.get('soft_impute_tuned_lambda_factor', float('nan')):g}, "
+            f"the best of the grid {res['meta']['sizes']['soft_grid']} at oversampling 3. Each SoftImpute run "
+            f"stops after {res['meta']['sizes']['soft_budget']:g} s (its error is then still falling slowly).",
+        ]
     ttt = res["time_to_1e-4"]
     lines += ["", f"### Seconds to relative error 1e-4 (n = {ttt['n']}, oversampling 3)", "", "| method | seconds | ratio to AltMin exact |", "|---|---|---|"]
     for name, r in ttt["methods"].items():
@@ -446,6 +455,14 @@ def markdown(res):
             f"| bias-only baseline | {ml['bias_only_rmse_mean']:.4f} ± {ml['bias_only_rmse_std']:.4f} |",
             f"| Surprise SVD (published) | {ml['surprise_svd_published_rmse']} |",
         ]
+    meta = res["meta"]
+    lines += [
+        "",
+        f"Run: `{meta['config']}` configuration, {meta['total_seconds'] / 60:.1f} min, {meta['cpu_count']} cores, "
+        f"threads {meta['threads']}, load average {meta['load_average_start'][0]:.1f} at the start and "
+        f"{meta['load_average_end'][0]:.1f} at the end (shared machine: absolute seconds are noisy, ratios "
+        "within one section are what to read).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -455,7 +472,16 @@ def main(argv=None):
     ap.add_argument("--json-out")
     ap.add_argument("--md-out")
     ap.add_argument("--sections", default="recovery,time_to_1e-4,scaling,large_rank,movielens_100k")
+    ap.add_argument("--markdown-from", metavar="JSON", help="only re-render the markdown table of a saved run")
     args = ap.parse_args(argv)
+    if args.markdown_from:
+        with open(args.markdown_from) as fh:
+            md = markdown(json.load(fh))
+        print(md)
+        if args.md_out:
+            with open(args.md_out, "w") as fh:
+                fh.write(md)
+        return
     cfg = CONFIGS["quick" if args.quick else "full"]
     sections = args.sections.split(",")
 
