@@ -385,9 +385,9 @@ def movielens_section(log):
 # ----------------------------------------------------------------------------- main
 CONFIGS = {
     "quick": dict(
-        n=1000, rhos=(2.0, 3.0, 5.0), altmin_iters=300, soft_grid=(1 / 50, 1 / 500, 1 / 5000), soft_iters=100,
-        soft_budget=8.0, soft_ttt_budget=20.0, omega_sizes=(250, 500, 1000), k_n=2000, k_omega=200_000,
-        scaling_iters=3, large_n=600, large_rho=3.0, large_iters=100,
+        n=1000, rhos=(2.0, 3.0, 5.0), altmin_iters=300, soft_grid=(1 / 50, 1 / 500), soft_iters=100,
+        soft_budget=3.0, soft_ttt_budget=10.0, omega_sizes=(250, 500, 1000), k_n=1000, k_omega=100_000,
+        scaling_iters=2, large_n=500, large_rho=3.0, large_iters=100,
     ),
     "full": dict(
         n=2000, rhos=(2.0, 3.0, 5.0), altmin_iters=300, soft_grid=(1 / 50, 1 / 500, 1 / 5000), soft_iters=200,
