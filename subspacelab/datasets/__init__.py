@@ -4,7 +4,19 @@ Loaders read files shipped inside installed wheels (never downloading anything) 
 :class:`DataNotAvailableError`, an ImportError naming the package to install, when it is absent.
 """
 
+from ._completion import make_low_rank_matrix_completion, oversampling_to_probability
 from ._digit_tasks import DIGIT_TASKS, make_digit_tasks
 from ._images import DataNotAvailableError, load_digits, load_mnist_5k
+from ._movielens import load_movielens_100k, movielens_100k_path
 
-__all__ = ["DIGIT_TASKS", "DataNotAvailableError", "load_digits", "load_mnist_5k", "make_digit_tasks"]
+__all__ = [
+    "DIGIT_TASKS",
+    "DataNotAvailableError",
+    "load_digits",
+    "load_mnist_5k",
+    "load_movielens_100k",
+    "make_digit_tasks",
+    "make_low_rank_matrix_completion",
+    "movielens_100k_path",
+    "oversampling_to_probability",
+]

@@ -6,7 +6,19 @@ namespace and device; see :mod:`subspacelab.kernels._dispatch` for how an implem
 """
 
 from ._dispatch import available_backends, kernel_backend
+from .masked_normal_eq import masked_normal_eq
+from .residual import sampled_residual
 from .sinkhorn import SinkhornResult, sinkhorn
+from .sketch import countsketch
 from .soft_threshold import soft_threshold
 
-__all__ = ["SinkhornResult", "available_backends", "kernel_backend", "sinkhorn", "soft_threshold"]
+__all__ = [
+    "SinkhornResult",
+    "available_backends",
+    "countsketch",
+    "kernel_backend",
+    "masked_normal_eq",
+    "sampled_residual",
+    "sinkhorn",
+    "soft_threshold",
+]
