@@ -6,7 +6,8 @@ namespace and device; see :mod:`subspacelab.kernels._dispatch` for how an implem
 """
 
 from ._dispatch import available_backends, kernel_backend
+from .ell_matvec import ell_matvec
 from .sinkhorn import SinkhornResult, sinkhorn
 from .soft_threshold import soft_threshold
 
-__all__ = ["SinkhornResult", "available_backends", "kernel_backend", "sinkhorn", "soft_threshold"]
+__all__ = ["SinkhornResult", "available_backends", "ell_matvec", "kernel_backend", "sinkhorn", "soft_threshold"]
