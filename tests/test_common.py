@@ -16,7 +16,9 @@ import subspacelab
 from tests._reference_estimator import ReferenceSubspaceProjector
 
 # Per-estimator constructor arguments that keep the common checks small and fast.
-CHECK_PARAMS = {}
+CHECK_PARAMS = {
+    "MoLRGDenoiser": {"n_components": 3, "subspace_dim": 1, "n_init": 2, "max_iter": 20, "random_state": 0},
+}
 # Checks an estimator is known to fail, with the reason: {name: {check_name: reason}}.
 EXPECTED_FAILED_CHECKS = {}
 
