@@ -13,6 +13,7 @@ __version__ = "0.1.0.dev0"
 _ESTIMATORS = {
     "GaussianDenoiser": ".diffusion.denoisers",
     "MoLRGDenoiser": ".estimators.molrg",
+    "TorchDenoiser": ".diffusion.torch_denoiser",
 }
 
 __all__ = sorted(["__version__", *_ESTIMATORS])

@@ -18,6 +18,8 @@ from tests._reference_estimator import ReferenceSubspaceProjector
 # Per-estimator constructor arguments that keep the common checks small and fast.
 CHECK_PARAMS = {
     "MoLRGDenoiser": {"n_components": 3, "subspace_dim": 1, "n_init": 2, "max_iter": 20, "random_state": 0},
+    "TorchDenoiser": {"base_channels": 4, "channel_mult": (1,), "max_steps": 2, "batch_size": 8, "n_threads": 1,
+                      "random_state": 0},
 }
 # Checks an estimator is known to fail, with the reason: {name: {check_name: reason}}.
 EXPECTED_FAILED_CHECKS = {}

@@ -5,5 +5,6 @@ specs/diffusion_flow.md section 1.2); :func:`tweedie` converts VP/VE/EDM paramet
 """
 
 from .denoisers import DenoiserMixin, GaussianDenoiser, check_sigma, sigma_to_alpha_bar, tweedie, vp_sigma
+from .torch_denoiser import TorchDenoiser
 
-__all__ = ["DenoiserMixin", "GaussianDenoiser", "check_sigma", "sigma_to_alpha_bar", "tweedie", "vp_sigma"]
+__all__ = ["DenoiserMixin", "GaussianDenoiser", "TorchDenoiser", "check_sigma", "sigma_to_alpha_bar", "tweedie", "vp_sigma"]
