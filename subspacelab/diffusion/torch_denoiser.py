@@ -84,7 +84,7 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
     >>> import numpy as np
     >>> from subspacelab.diffusion import TorchDenoiser
     >>> X = np.random.default_rng(0).random((16, 8, 8))
-    >>> D = TorchDenoiser(base_channels=8, max_steps=5, batch_size=8, random_state=0).fit(X)
+    >>> D = TorchDenoiser(base_channels=8, max_steps=5, batch_size=8, n_threads=1, random_state=0).fit(X)
     >>> D.denoise(X[:2], 0.5).shape
     (2, 8, 8)
     """
@@ -258,7 +258,7 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
         Xt, _, _ = self._to_torch(X, torch)
         gen = torch.Generator().manual_seed(int(check_random_state(random_state).integers(2**63 - 1)))
         total = 0.0
-        with torch.no_grad():
+        with torch.no_grad(), self._threads(torch):
             for _ in range(n_sigmas):
                 sigma = torch.exp(self.p_mean + self.p_std * torch.randn(Xt.shape[0], generator=gen))
                 noise = torch.randn(Xt.shape, generator=gen)

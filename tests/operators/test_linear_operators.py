@@ -209,15 +209,19 @@ def test_uniform1d_with_replacement_undersamples_and_without_does_not():
     assert np.all(m_rep.mask[0, W // 2 - n_acs // 2 : W // 2 - n_acs // 2 + n_acs] == 1)
 
 
+@pytest.mark.parametrize("replace", [True, False])
 @pytest.mark.parametrize("kind", ["gaussian1d", "uniform2d", "gaussian2d", "variable_density2d"])
-def test_other_masks(kind):
-    m = sampling_mask((64, 64), kind, acceleration=4, center_fraction=0.08, random_state=0)
+def test_other_masks(kind, replace):
+    m = sampling_mask((64, 64), kind, acceleration=4, center_fraction=0.08, random_state=0, replace=replace)
     assert set(np.unique(m.mask)) <= {0.0, 1.0}
     assert m.acceleration == pytest.approx(64 * 64 / m.mask.sum())
     assert m.mask[32, 32] == 1  # the centre of k-space is always sampled
     assert 2 < m.acceleration < 10
-    same = sampling_mask((64, 64), kind, acceleration=4, center_fraction=0.08, random_state=0)
+    same = sampling_mask((64, 64), kind, acceleration=4, center_fraction=0.08, random_state=0, replace=replace)
     np.testing.assert_array_equal(m.mask, same.mask)
+    if not replace and kind in ("gaussian1d", "uniform2d"):  # exact nominal count without repeats
+        n = m.mask[0].sum() if kind == "gaussian1d" else m.mask.sum()
+        assert n == (64 // 4 if kind == "gaussian1d" else 64 * 64 // 4)
 
 
 def test_bad_input(rng):
