@@ -26,11 +26,51 @@ __all__ = ["MoLRGDenoiser", "demo_row"]
 
 
 def _residuals(X, bases, means, xp):
-    """Squared distances ``||(I - U_k U_k^T)(x - mu_k)||^2``, shape (K, N)."""
-    R = X[None, :, :] - means[:, None, :]
-    C = xp.matmul(R, bases)
-    P = R - xp.matmul(C, xp.permute_dims(bases, (0, 2, 1)))
-    return xp.sum(P * P, axis=-1)
+    """Squared distances ``||(I - U_k U_k^T)(x - mu_k)||^2``, shape (K, N).
+
+    One component at a time (memory N x n, not K x N x n); the residual vector is formed
+    explicitly rather than as a difference of norms, so exact fits give exact zeros.
+    """
+    out = []
+    for k in range(bases.shape[0]):
+        R = X - means[k, :]
+        P = R - (R @ bases[k, :, :]) @ bases[k, :, :].T
+        out.append(xp.sum(P * P, axis=1))
+    return xp.stack(out)
+
+
+def _residuals_gemm(X, bases, means, xp):
+    r"""Same as :func:`_residuals` through norms and two GEMMs, :math:`\|r\|^2 - \|U^T r\|^2`
+    (clipped at 0): O(N n K d) with no N x n temporaries; used for the assignments inside the
+    K-subspaces loop, where rounding of order eps * ||x||^2 does not matter."""
+    K, n, d = bases.shape
+    Ub = xp.reshape(xp.permute_dims(bases, (1, 0, 2)), (n, K * d))
+    C = xp.reshape(X @ Ub, (X.shape[0], K, d)) - xp.reshape(xp.reshape(means, (K, 1, n)) @ bases, (1, K, d))
+    r2 = xp.sum(X * X, axis=1)[:, None] - 2.0 * (X @ means.T) + xp.sum(means * means, axis=1)[None, :]
+    res = r2 - xp.sum(C * C, axis=2)
+    return xp.maximum(res, xp.zeros_like(res)).T
+
+
+def _top_subspace(Xc, d, d_max, xp, rng, dev):
+    """Top-``d`` right singular subspace of the rows of ``Xc`` (N_k x n), zero-padded.
+
+    Uses ``eigh`` of the n x n scatter when N_k >= n and a thin SVD of ``Xc`` otherwise
+    (cost N_k^2 n instead of n^3); with fewer than ``d`` rows the basis is completed by an
+    orthonormal random complement.
+    """
+    Nk, n = Xc.shape
+    if Nk >= n:
+        _, evecs = xp.linalg.eigh(Xc.T @ Xc)
+        U = xp.flip(evecs[:, n - d:], axis=1)
+    else:
+        Vh = xp.linalg.svd(Xc, full_matrices=False)[2]
+        U = Vh[: min(d, Vh.shape[0]), :].T
+        if U.shape[1] < d:
+            M = xp.concat((U, random_normal(rng, (n, d - U.shape[1]), xp, device=dev, dtype=Xc.dtype)), axis=1)
+            U = xp.linalg.qr(M)[0][:, :d]
+    if d < d_max:
+        U = xp.concat((U, xp.zeros((n, d_max - d), dtype=Xc.dtype, device=dev)), axis=1)
+    return U
 
 
 def _orthonormal(M, d, d_max, xp):
@@ -54,7 +94,11 @@ class MoLRGDenoiser(DenoiserMixin, ClusterMixin, TransformerMixin, BaseEstimator
     :math:`k(i) = \arg\min_k \|(I - U_kU_k^T)(x_i - \mu_k)\|^2` and :math:`U_k \leftarrow` the
     top-:math:`d_k` eigenvectors of the scatter of the points assigned to :math:`k`, until the
     assignment is stable; keep the best of ``n_init`` restarts (lowest ``inertia_``). Empty
-    clusters are re-seeded with the worst-fitted points. Each restart is seeded k-means++ style:
+    clusters are re-seeded with the worst-fitted points. While the assignment changes, the
+    bases are updated by two sweeps of warm-started subspace iteration
+    (:math:`U \leftarrow \mathrm{qr}(X_k^T X_k U)`, cost :math:`O(N_k n d)`); once it is
+    stable they are replaced by the exact top eigenvectors (``eigh`` of the scatter, or a thin
+    SVD when :math:`N_k < n`) and the assignment is checked again. Each restart is seeded k-means++ style:
     a point drawn with probability proportional to its residual to the subspaces seeded so far,
     with its :math:`d_k - 1` most collinear points (largest :math:`|\cos|`), spans the initial
     :math:`U_k`.
@@ -216,46 +260,63 @@ class MoLRGDenoiser(DenoiserMixin, ClusterMixin, TransformerMixin, BaseEstimator
                 M = xp.concat((M, random_normal(rng, (n, d - M.shape[1]), xp, device=dev, dtype=dt)), axis=1)
             U = _orthonormal(M + 1e-6 * random_normal(rng, (n, d), xp, device=dev, dtype=dt), d, d_max, xp)
             cols.append(U)
-            r = xp.sum((X - (X @ U) @ U.T) ** 2, axis=1)
+            r = _residuals_gemm(X, U[None, :, :], xp.zeros((1, n), dtype=dt, device=dev), xp)[0, :]
             min_res = r if min_res is None else xp.minimum(min_res, r)
         bases = xp.stack(cols)
         labels = None
         converged = False
+        approx = True  # bases not yet exact top subspaces of their clusters
         n_iter = 0
         for it in range(max_iter):
-            res = _residuals(X, bases, means, xp)
+            res = _residuals_gemm(X, bases, means, xp)
             new = xp.argmin(res, axis=0)
-            if labels is not None and bool(xp.all(new == labels)):
+            stable = labels is not None and bool(xp.all(new == labels))
+            if stable and not approx:
                 converged = True
                 break
             labels = new
             n_iter = it + 1
-            min_res = xp.min(res, axis=0)
-            cols, mus = [], []
-            for k, d in enumerate(dims):
-                w = xp.astype(labels == k, dt)
-                Nk = float(xp.sum(w))
-                if Nk == 0:  # re-seed an empty cluster with the worst-fitted points
-                    idx = xp.argsort(min_res)[N - min(d, N):]
-                    M = xp.take(X, idx, axis=0).T
-                    if M.shape[1] < d:
-                        M = xp.concat((M, random_normal(rng, (n, d - M.shape[1]), xp, device=dev, dtype=dt)), axis=1)
-                    cols.append(_orthonormal(M + 1e-6 * random_normal(rng, (n, d), xp, device=dev, dtype=dt), d, d_max, xp))
-                    mus.append(means[k, :])
-                    continue
-                mu = xp.sum(w[:, None] * X, axis=0) / Nk if center else means[k, :]
-                Xc = (X - mu) * w[:, None]
-                _, evecs = xp.linalg.eigh(Xc.T @ Xc)
-                U = xp.flip(evecs[:, n - d:], axis=1)
-                if d < d_max:
-                    U = xp.concat((U, xp.zeros((n, d_max - d), dtype=dt, device=dev)), axis=1)
-                cols.append(U)
-                mus.append(mu)
-            bases, means = xp.stack(cols), xp.stack(mus)
+            # cheap warm-started subspace iteration while labels move; the exact top-d
+            # subspace (eigh / thin SVD) once they are stable, then one more check
+            bases, means = self._update(X, labels, xp.min(res, axis=0), bases, means, dims, center, stable, xp, dev, rng)
+            approx = not stable
+        if approx and labels is not None:
+            bases, means = self._update(X, labels, xp.min(res, axis=0), bases, means, dims, center, True, xp, dev, rng)
         res = _residuals(X, bases, means, xp)
         labels = xp.argmin(res, axis=0)
         inertia = float(xp.sum(xp.min(res, axis=0)))
         return labels, bases, means, inertia, n_iter, converged
+
+    @staticmethod
+    def _update(X, labels, min_res, bases, means, dims, center, exact, xp, dev, rng):
+        N, n = X.shape
+        d_max = max(dims)
+        dt = X.dtype
+        cols, mus = [], []
+        for k, d in enumerate(dims):
+            idx = xp.nonzero(labels == k)[0]
+            if idx.shape[0] == 0:  # re-seed an empty cluster with the worst-fitted points
+                worst = xp.argsort(min_res)[N - min(d, N):]
+                M = xp.take(X, worst, axis=0).T
+                if M.shape[1] < d:
+                    M = xp.concat((M, random_normal(rng, (n, d - M.shape[1]), xp, device=dev, dtype=dt)), axis=1)
+                cols.append(_orthonormal(M + 1e-6 * random_normal(rng, (n, d), xp, device=dev, dtype=dt), d, d_max, xp))
+                mus.append(means[k, :])
+                continue
+            members = xp.take(X, idx, axis=0)
+            mu = xp.mean(members, axis=0) if center else means[k, :]
+            Mc = members - mu
+            if exact:
+                cols.append(_top_subspace(Mc, d, d_max, xp, rng, dev))
+            else:
+                U = bases[k, :, :d]
+                for _ in range(2):
+                    U = xp.linalg.qr(Mc.T @ (Mc @ U))[0]
+                if d < d_max:
+                    U = xp.concat((U, xp.zeros((n, d_max - d), dtype=dt, device=dev)), axis=1)
+                cols.append(U)
+            mus.append(mu)
+        return xp.stack(cols), xp.stack(mus)
 
     def _set_model(self, X, xp, dev, labels, bases, means, dims, reg):
         N, n = X.shape
@@ -270,10 +331,12 @@ class MoLRGDenoiser(DenoiserMixin, ClusterMixin, TransformerMixin, BaseEstimator
             variances = pad
             self.noise_variance_ = reg
         else:
-            R = X[None, :, :] - means[:, None, :]
-            C = xp.matmul(R, bases)  # (K, N, d)
-            W = xp.stack([xp.astype(labels == k, dt) for k in range(K)])  # (K, N)
-            var = xp.sum(W[:, :, None] * C * C, axis=1) / xp.maximum(counts, xp.ones_like(counts))[:, None]
+            var = []
+            for k in range(K):
+                C = (X - means[k, :]) @ bases[k, :, :]  # (N, d)
+                w = xp.astype(labels == k, dt)
+                var.append(xp.sum(w[:, None] * C * C, axis=0) / max(float(counts[k]), 1.0))
+            var = xp.stack(var)
             variances = xp.maximum(var - noise, xp.zeros_like(var)) * pad
             self.noise_variance_ = noise + reg
         self.subspaces_ = bases
