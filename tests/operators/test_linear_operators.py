@@ -123,6 +123,11 @@ def test_rss_coils_full_mask_gram_is_identity(backend, shape, rng):
     x = backend.asarray(_rand(rng, (2, *shape), True))
     np.testing.assert_allclose(backend.to_numpy(A.normal(x)), backend.to_numpy(x), atol=1e-12)
     assert A.acceleration == 1.0
+    from subspacelab.operators import conjugate_gradient
+
+    res = conjugate_gradient(A.normal, A.adjoint(A.forward(x)), tol=1e-12, event_ndim=2)
+    assert backend.to_numpy(res.n_iter).tolist() == [1, 1]  # A^H A = I: one CG step
+    np.testing.assert_allclose(backend.to_numpy(res.x), backend.to_numpy(x), atol=1e-12)
 
 
 def test_gram_is_hermitian_psd(rng):
