@@ -12,8 +12,11 @@ __version__ = "0.1.0.dev0"
 # else; tests/test_common.py discovers the list from this mapping.
 _ESTIMATORS = {
     "AltMinCompleter": ".estimators.altmin",
+    "GaussianDenoiser": ".diffusion.denoisers",
     "GrassmannClassifier": ".estimators.grassmann",
+    "MoLRGDenoiser": ".estimators.molrg",
     "SoftmaxVectorClassifier": ".estimators.grassmann",
+    "TorchDenoiser": ".diffusion.torch_denoiser",
 }
 
 __all__ = sorted(["__version__", *_ESTIMATORS])

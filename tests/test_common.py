@@ -21,6 +21,9 @@ CHECK_PARAMS = {
     # k = 1 keeps subspace_dim <= n_features on the 1- and 2-feature data of the checks.
     "GrassmannClassifier": {"subspace_dim": 1, "n_epochs": 5, "batch_size": 16},
     "SoftmaxVectorClassifier": {"n_epochs": 5, "batch_size": 16},
+    "MoLRGDenoiser": {"n_components": 3, "subspace_dim": 1, "n_init": 2, "max_iter": 20, "random_state": 0},
+    "TorchDenoiser": {"base_channels": 4, "channel_mult": (1,), "max_steps": 2, "batch_size": 8, "n_threads": 1,
+                      "random_state": 0},
 }
 # Checks an estimator is known to fail, with the reason: {name: {check_name: reason}}.
 EXPECTED_FAILED_CHECKS = {

@@ -7,16 +7,30 @@ Loaders read files shipped inside installed wheels (never downloading anything) 
 from ._completion import make_low_rank_matrix_completion, oversampling_to_probability
 from ._digit_tasks import DIGIT_TASKS, make_digit_tasks
 from ._images import DataNotAvailableError, load_digits, load_mnist_5k
+from ._medical import (
+    load_mni152_t1,
+    load_mri_slice,
+    load_skimage_image,
+    make_mixture_of_low_rank_gaussians,
+    resize_image,
+    shepp_logan_phantom,
+)
 from ._movielens import load_movielens_100k, movielens_100k_path
 
 __all__ = [
     "DIGIT_TASKS",
     "DataNotAvailableError",
     "load_digits",
+    "load_mni152_t1",
     "load_mnist_5k",
     "load_movielens_100k",
+    "load_mri_slice",
+    "load_skimage_image",
     "make_digit_tasks",
     "make_low_rank_matrix_completion",
+    "make_mixture_of_low_rank_gaussians",
     "movielens_100k_path",
     "oversampling_to_probability",
+    "resize_image",
+    "shepp_logan_phantom",
 ]

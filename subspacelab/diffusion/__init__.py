@@ -1,1 +1,10 @@
-"""Diffusion schedules, sampling loops and denoisers with the interface D(z, sigma)."""
+"""Diffusion schedules, sampling loops and denoisers with the interface D(z, sigma).
+
+Denoisers return :math:`E[x_0 \\mid z = x_0 + \\sigma n]` (the EDM convention of
+specs/diffusion_flow.md section 1.2); :func:`tweedie` converts VP/VE/EDM parameterisations.
+"""
+
+from .denoisers import DenoiserMixin, GaussianDenoiser, check_sigma, sigma_to_alpha_bar, tweedie, vp_sigma
+from .torch_denoiser import TorchDenoiser
+
+__all__ = ["DenoiserMixin", "GaussianDenoiser", "TorchDenoiser", "check_sigma", "sigma_to_alpha_bar", "tweedie", "vp_sigma"]

@@ -8,6 +8,7 @@ namespace and device; see :mod:`subspacelab.kernels._dispatch` for how an implem
 from ._dispatch import available_backends, kernel_backend
 from .masked_normal_eq import masked_normal_eq
 from .residual import sampled_residual
+from .ell_matvec import ell_matvec
 from .sinkhorn import SinkhornResult, sinkhorn
 from .sketch import countsketch
 from .soft_threshold import soft_threshold
@@ -16,6 +17,7 @@ __all__ = [
     "SinkhornResult",
     "available_backends",
     "countsketch",
+    "ell_matvec",
     "kernel_backend",
     "masked_normal_eq",
     "sampled_residual",

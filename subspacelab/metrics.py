@@ -1,0 +1,120 @@
+r"""Image-quality metrics on any array-API backend: PSNR and SSIM.
+
+Both reduce over the last two (image) axes and keep leading batch axes, so a stack of images
+gives one value per image. ``data_range`` is always explicit (spec diffusion_flow.md section 8,
+item 19: scikit-image infers it from the dtype, which silently changes the result).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._backend import get_namespace, supported_float_dtypes
+from ._validation import check_param
+
+__all__ = ["psnr", "ssim"]
+
+
+def _pair(reference, estimate):
+    xp, dev = get_namespace(reference, estimate, names=["reference", "estimate"])
+    for name, a in (("reference", reference), ("estimate", estimate)):
+        if not xp.isdtype(a.dtype, ("real floating", "integral")):
+            raise TypeError(f"{name} must be real (take the magnitude of complex images first), got {a.dtype}")
+        if a.ndim < 2:
+            raise ValueError(f"{name} must have at least 2 dimensions (H, W), got shape {tuple(a.shape)}")
+    if tuple(reference.shape) != tuple(estimate.shape):
+        raise ValueError(f"reference and estimate must have one shape, got {tuple(reference.shape)} and {tuple(estimate.shape)}")
+    dt = supported_float_dtypes(xp, dev)[0]
+    ref, est = xp.astype(reference, dt), xp.astype(estimate, dt)
+    for name, a in (("reference", ref), ("estimate", est)):
+        if not bool(xp.all(xp.isfinite(a))):
+            raise ValueError(f"{name} must not contain NaN or infinity")
+    return xp, dev, ref, est
+
+
+def psnr(reference, estimate, *, data_range):
+    r"""Peak signal-to-noise ratio :math:`10\log_{10}(R^2 / \mathrm{MSE})` in dB.
+
+    Parameters
+    ----------
+    reference, estimate : real arrays of shape (*batch, H, W)
+    data_range : float
+        :math:`R`, the range of the reference's values (e.g. 1.0 for images in [0, 1]).
+
+    Returns
+    -------
+    array of shape ``batch`` (0-d for one image); ``inf`` where the images are equal.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.metrics import psnr
+    >>> float(psnr(np.zeros((4, 4)), np.full((4, 4), 0.1), data_range=1.0))
+    20.0
+    """
+    xp, dev, ref, est = _pair(reference, estimate)
+    check_param("data_range", data_range, "real", low=0.0, closed="neither")
+    mse = xp.mean((ref - est) ** 2, axis=(-2, -1))
+    safe = xp.where(mse > 0, mse, xp.ones_like(mse))
+    val = 10.0 * xp.log10(data_range**2 / safe)
+    return xp.where(mse > 0, val, xp.full_like(mse, math.inf))
+
+
+def _box_mean(a, w, xp):
+    """Means over all fully-inside ``w x w`` windows (an integral image; 'valid' positions)."""
+    c = xp.cumulative_sum(xp.cumulative_sum(a, axis=-1, include_initial=True), axis=-2, include_initial=True)
+    s = c[..., w:, w:] - c[..., :-w, w:] - c[..., w:, :-w] + c[..., :-w, :-w]
+    return s / (w * w)
+
+
+def ssim(reference, estimate, *, data_range, win_size=7, k1=0.01, k2=0.03):
+    r"""Mean structural similarity (Wang et al. 2004) with a uniform window.
+
+    .. math::
+
+        \mathrm{SSIM} = \frac{(2\mu_x\mu_y + C_1)(2\sigma_{xy} + C_2)}
+            {(\mu_x^2 + \mu_y^2 + C_1)(\sigma_x^2 + \sigma_y^2 + C_2)},
+        \quad C_1 = (k_1 R)^2,\ C_2 = (k_2 R)^2,
+
+    with local statistics over ``win_size x win_size`` windows (sample covariances, factor
+    :math:`N/(N-1)`), averaged over the windows that lie fully inside the image. This is
+    scikit-image's ``structural_similarity`` default (``win_size=7``, uniform filter,
+    ``use_sample_covariance=True``, borders cropped), which it matches to rounding.
+
+    Parameters
+    ----------
+    reference, estimate : real arrays of shape (*batch, H, W), H and W >= ``win_size``
+    data_range : float
+    win_size : odd int >= 3
+    k1, k2 : float
+
+    Returns
+    -------
+    array of shape ``batch``; 1 for identical images.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.metrics import ssim
+    >>> x = np.random.default_rng(0).random((16, 16))
+    >>> float(ssim(x, x, data_range=1.0))
+    1.0
+    """
+    xp, dev, x, y = _pair(reference, estimate)
+    check_param("data_range", data_range, "real", low=0.0, closed="neither")
+    check_param("win_size", win_size, "int", low=3)
+    if win_size % 2 == 0:
+        raise ValueError(f"win_size must be odd, got {win_size}")
+    if x.shape[-1] < win_size or x.shape[-2] < win_size:
+        raise ValueError(f"images must be at least win_size={win_size} pixels on each side, got shape {tuple(x.shape)}")
+    check_param("k1", k1, "real", low=0.0)
+    check_param("k2", k2, "real", low=0.0)
+    n = win_size * win_size
+    cov = n / (n - 1)
+    ux, uy = _box_mean(x, win_size, xp), _box_mean(y, win_size, xp)
+    vx = cov * (_box_mean(x * x, win_size, xp) - ux * ux)
+    vy = cov * (_box_mean(y * y, win_size, xp) - uy * uy)
+    vxy = cov * (_box_mean(x * y, win_size, xp) - ux * uy)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return xp.mean(s, axis=(-2, -1))
