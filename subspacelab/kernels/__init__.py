@@ -6,7 +6,16 @@ namespace and device; see :mod:`subspacelab.kernels._dispatch` for how an implem
 """
 
 from ._dispatch import available_backends, kernel_backend
+from .levenberg_marquardt import LMResult, levenberg_marquardt
 from .sinkhorn import SinkhornResult, sinkhorn
 from .soft_threshold import soft_threshold
 
-__all__ = ["SinkhornResult", "available_backends", "kernel_backend", "sinkhorn", "soft_threshold"]
+__all__ = [
+    "LMResult",
+    "SinkhornResult",
+    "available_backends",
+    "kernel_backend",
+    "levenberg_marquardt",
+    "sinkhorn",
+    "soft_threshold",
+]
