@@ -1,7 +1,7 @@
 """numba.cuda implementation of :func:`subspacelab.kernels.levenberg_marquardt`.
 
 One thread per item runs the whole loop of :func:`._levenberg_marquardt_scalar.lm_item` with its
-state in local memory (about P(P+1) + 7P doubles, P <= MAX_PARAMS); only the data chunk and
+state in local memory (three MAX_PARAMS^2 matrices and a few vectors, P <= MAX_PARAMS); only the data chunk and
 the shared design matrices live in global memory, so 2^16-2^18 items fit in one launch.
 """
 
@@ -10,7 +10,7 @@ from numba import cuda, float64, int64
 
 from ._levenberg_marquardt_scalar import lm_item
 
-MAX_PARAMS = 32
+MAX_PARAMS = 24
 _THREADS = 64
 
 
@@ -28,8 +28,10 @@ def _kernel(y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_
         diag = cuda.local.array(MAX_PARAMS, float64)
         jrow = cuda.local.array(MAX_PARAMS, float64)
         active = cuda.local.array(MAX_PARAMS, int64)
+        h2 = cuda.local.array((MAX_PARAMS, MAX_PARAMS), float64)
+        grad2 = cuda.local.array(MAX_PARAMS, float64)
         c, it, st = lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_iter, tol,
-                            cur, trial, h, mat, grad, rhs, delta, diag, jrow, active)
+                            cur, trial, h, mat, grad, rhs, delta, diag, jrow, active, h2, grad2)
         cost[b] = c
         n_iter[b] = it
         status[b] = st

@@ -26,8 +26,10 @@ def _run(y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_ite
         diag = np.empty(npar)
         jrow = np.empty(npar)
         active = np.empty(npar, dtype=np.int64)
+        h2 = np.empty((npar, npar))
+        grad2 = np.empty(npar)
         c, it, st = lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_iter, tol,
-                            cur, trial, h, mat, grad, rhs, delta, diag, jrow, active)
+                            cur, trial, h, mat, grad, rhs, delta, diag, jrow, active, h2, grad2)
         cost[b] = c
         n_iter[b] = it
         status[b] = st

@@ -246,7 +246,7 @@ def add_penalty(j, th, br, o_r, rmax, diag, free, mat, rhs):
 
 @register_jitable
 def lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_iter, tol,
-            cur, trial, h, mat, grad, rhs, delta, diag, jrow, active):
+            cur, trial, h, mat, grad, rhs, delta, diag, jrow, active, h2, grad2):
     """Run Levenberg–Marquardt on item ``b`` in place; returns (cost, n_iter, status).
 
     status: 1 converged (ftol/xtol), 0 max_iter reached, 2 stalled (damping overflow).
@@ -311,7 +311,9 @@ def lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, m
             trial[k] = cur[k] + alpha * delta[k]
         step = alpha * math.sqrt(step2)
         small = alpha == 1.0 and step <= tol * (tol + math.sqrt(x2))
-        new_cost = evaluate(b, trial, y, w, has_w, md, bp, br, bg, order, False, h, grad, jrow)
+        # the trial evaluation also accumulates J^T W J and J^T W r (into h2, grad2): an accepted
+        # step then needs no second pass over the sources
+        new_cost = evaluate(b, trial, y, w, has_w, md, bp, br, bg, order, True, h2, grad2, jrow)
         if new_cost < cost:
             pred = -alpha * gd - 0.5 * alpha * alpha * dhd
             rho = (cost - new_cost) / pred if pred > 0.0 else 1.0
@@ -323,7 +325,10 @@ def lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, m
             old = cost
             for k in range(npar):
                 cur[k] = trial[k]
-            cost = evaluate(b, cur, y, w, has_w, md, bp, br, bg, order, True, h, grad, jrow)
+                grad[k] = grad2[k]
+                for m in range(npar):
+                    h[k, m] = h2[k, m]
+            cost = new_cost
             for k in range(npar):
                 if h[k, k] > diag[k]:
                     diag[k] = h[k, k]
