@@ -22,7 +22,7 @@ TINY = 1e-300
 
 
 class LMResult(NamedTuple):
-    """Result of :func:`levenberg_marquardt`.
+    r"""Result of :func:`levenberg_marquardt`.
 
     Attributes
     ----------
