@@ -46,9 +46,14 @@ def relative_rmse(predicted, observed, xp=None):
     ok = xp.isfinite(observed)
     y = xp.where(ok, observed, xp.zeros_like(observed))
     cnt = xp.sum(xp.astype(ok, y.dtype), axis=-1)
+    valid = cnt > 0
+    cnt = xp.where(valid, cnt, xp.ones_like(cnt))
     mean = xp.sum(y, axis=-1) / cnt
+    valid = valid & (mean != 0.0)
+    mean = xp.where(valid, mean, xp.ones_like(mean))
     err = xp.where(ok, predicted - y, xp.zeros_like(y))
-    return xp.sqrt(xp.sum(err * err, axis=-1) / cnt) / mean
+    out = xp.sqrt(xp.sum(err * err, axis=-1) / cnt) / mean
+    return xp.where(valid, out, xp.full_like(out, math.nan))
 
 
 class IRCACalibrator(BaseEstimator):
@@ -599,8 +604,8 @@ class IRCACalibrator(BaseEstimator):
         for start in range(0, n, bs):
             sl = slice(start, min(n, start + bs))
             res = levenberg_marquardt(
-                yn[sl], B["opd_design"], B["phase_shift"], B["reflectivity"], B["gain"], theta0[sl],
-                weights=w[sl], free=free, model=self.model, reflectivity_max=self.reflectivity_max,
+                yn[sl, ...], B["opd_design"], B["phase_shift"], B["reflectivity"], B["gain"], theta0[sl, ...],
+                weights=w[sl, ...], free=free, model=self.model, reflectivity_max=self.reflectivity_max,
                 bounds=self.bounds, max_iter=self.max_iter, tol=self.tol, backend=impl,
             )
             thetas.append(res.params)
@@ -776,10 +781,10 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
     picks :math:`\lambda` (ridge) or :math:`k` (TSVD) by generalized cross-validation on the
     interferograms passed to :meth:`fit`,
     :math:`\mathrm{GCV} = \|(I - H)Y\|_F^2 / \operatorname{tr}(I - H)^2`;
-    ``alpha="discrepancy"`` picks the largest :math:`\lambda` whose residual RMS is at most
-    ``noise_level`` (Morozov's discrepancy principle). For ``l1`` the GCV/discrepancy choice is
-    made for the ridge problem and reused as :math:`\lambda\,\|A\|` scale guess; give a float
-    for full control.
+    ``alpha="discrepancy"`` picks the largest :math:`\lambda` (smallest rank) whose residual RMS
+    is at most ``noise_level`` (Morozov's discrepancy principle). ``method="l1"`` needs a float
+    ``alpha``; the l1 iteration starts from the ridge solution with the same weight and
+    converges slowly on ill-conditioned operators (raise ``max_iter``).
 
     Parameters
     ----------
@@ -794,7 +799,8 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
         reconstructed spectrum is then in the units of the interferograms).
     method : {"ridge", "tsvd", "l1"}, default "ridge"
     alpha : "gcv", "discrepancy", float or int, default "gcv"
-        Ridge :math:`\lambda` (float), TSVD rank (int), l1 weight (float), or a selection rule.
+        Ridge :math:`\lambda` (float), TSVD rank (int), l1 weight (float), or a selection rule
+        (ridge and tsvd only).
     noise_level : float, optional
         RMS noise per interferometer for ``alpha="discrepancy"``.
     regularizer : {"identity", "dct", "tv"}, default "identity"
@@ -898,6 +904,9 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
         resid0 = xp.sum(Y * Y) - xp.sum(coef * coef)  # part of Y outside range(A)
         n_pix, m = Y.shape
         alpha = self.alpha
+        if isinstance(alpha, str) and self.method == "l1":
+            raise ValueError("method='l1' needs a float alpha (the weight of the l1 term); the 'gcv' and "
+                             "'discrepancy' rules are closed-form for ridge and tsvd only")
         if isinstance(alpha, str):
             check_param("alpha", alpha, "option", options=("gcv", "discrepancy"))
             if alpha == "discrepancy" and self.noise_level is None:

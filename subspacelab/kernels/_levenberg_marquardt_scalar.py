@@ -202,8 +202,9 @@ def max_step(th, delta, br, o_r, rmax, active, n_act):
 
 @register_jitable
 def project_feasible(th, br, o_r, rmax):
-    """Shift the constant reflectivity coefficient (first design column = 1) by the at most
-    EPS_B-sized violation left by the steps, so that 0 <= R(sigma_j) <= rmax holds exactly."""
+    """Remove the at most EPS_B-sized violation left by the steps so that 0 <= R(sigma_j) <= rmax
+    holds: map [min(min R, 0), max(max R, rmax)] affinely onto [0, rmax] (the first design
+    column is the constant 1, so this changes c_R by a factor and its constant term)."""
     n = br.shape[0]
     pr = br.shape[1]
     lo = 0.0
@@ -216,10 +217,12 @@ def project_feasible(th, br, o_r, rmax):
             lo = rv
         if rv > hi:
             hi = rv
-    if lo < 0.0:
-        th[o_r] -= lo
-    elif hi > rmax:
-        th[o_r] -= hi - rmax
+    if lo < 0.0 or hi > rmax:
+        # affine map of [min(lo, 0), max(hi, rmax)] onto [0, rmax]
+        kappa = rmax / (hi - lo)
+        for k in range(pr):
+            th[o_r + k] *= kappa
+        th[o_r] -= kappa * lo
 
 
 @register_jitable

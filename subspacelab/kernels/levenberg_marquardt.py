@@ -387,13 +387,16 @@ def _generic(y, w, md, bp, br, bg, theta, free, order, rmax, bounded, max_iter, 
         status = xp.where(conv_acc | conv_rej, xp.ones_like(status), status)
         status = xp.where(stall, xp.full_like(status, 2), status)
     if bounded:
-        # remove the at most EPS_B-sized violation the steps may leave (constant coefficient)
+        # remove the at most EPS_B-sized violation the steps may leave
         rv = theta[:, o_r : o_r + widths[2]] @ rb.T
         lo = xp.minimum(xp.min(rv, axis=1), xp.zeros((n_items,), dtype=f64, device=dev))
         hi = xp.maximum(xp.max(rv, axis=1), xp.full((n_items,), rmax, dtype=f64, device=dev))
-        shift = xp.where(lo < 0.0, -lo, xp.where(hi > rmax, rmax - hi, xp.zeros_like(lo)))
+        # affine map of [min(lo, 0), max(hi, rmax)] onto [0, rmax] (identity when feasible)
+        kappa = rmax / (hi - lo)
         col = xp.astype(xp.arange(npar, device=dev) == o_r, f64)
-        theta = theta + shift[:, None] * col[None, :]
+        in_r = xp.astype((xp.arange(npar, device=dev) >= o_r) & (xp.arange(npar, device=dev) < o_r + widths[2]), f64)
+        scale = 1.0 + (kappa[:, None] - 1.0) * in_r[None, :]
+        theta = theta * scale - (kappa * lo)[:, None] * col[None, :]
         cost, _, _ = _evaluate(theta, y, sw, md, bp, br, bg, order, widths, xp, False)
     status = xp.where(status < 0, zero_i, status)
     return theta, cost, n_iter, status
