@@ -784,7 +784,7 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
     ``alpha="discrepancy"`` picks the largest :math:`\lambda` (smallest rank) whose residual RMS
     is at most ``noise_level`` (Morozov's discrepancy principle). ``method="l1"`` needs a float
     ``alpha``; the l1 iteration starts from the ridge solution with the same weight and
-    converges slowly on ill-conditioned operators (raise ``max_iter``).
+    converges slowly on ill-conditioned operators (raise ``l1_max_iter``).
 
     Parameters
     ----------
@@ -805,9 +805,10 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
         RMS noise per interferometer for ``alpha="discrepancy"``.
     regularizer : {"identity", "dct", "tv"}, default "identity"
         :math:`L` for ``method="l1"``.
-    max_iter : int, default 500
-    tol : float, default 1e-6
-        Relative change of x stopping the l1 iteration.
+    l1_max_iter : int, default 500
+        Iterations of the l1 solver (per :meth:`transform` call).
+    l1_tol : float, default 1e-6
+        Relative change of x (max norm) stopping the l1 iteration.
 
     Attributes
     ----------
@@ -815,8 +816,6 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
     alpha_ : float
         Chosen :math:`\lambda` (ridge, l1) or rank (TSVD).
     singular_values_ : array, shape (min(m, K),)
-    n_iter_ : int
-        l1 iterations of the last :meth:`transform` (0 otherwise).
     n_features_in_ : int
         m, the number of interferometers.
 
@@ -833,7 +832,7 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, calibrator=None, wavenumbers=None, transfer_matrix=None, normalize=True, method="ridge",
-                 alpha="gcv", noise_level=None, regularizer="identity", max_iter=500, tol=1e-6):
+                 alpha="gcv", noise_level=None, regularizer="identity", l1_max_iter=500, l1_tol=1e-6):
         self.calibrator = calibrator
         self.wavenumbers = wavenumbers
         self.transfer_matrix = transfer_matrix
@@ -842,8 +841,8 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
         self.alpha = alpha
         self.noise_level = noise_level
         self.regularizer = regularizer
-        self.max_iter = max_iter
-        self.tol = tol
+        self.l1_max_iter = l1_max_iter
+        self.l1_tol = l1_tol
 
     def _operator(self, xp, dev, f64):
         if (self.calibrator is None) == (self.transfer_matrix is None):
@@ -887,8 +886,8 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
         check_param("method", self.method, "option", options=("ridge", "tsvd", "l1"))
         check_param("regularizer", self.regularizer, "option", options=("identity", "dct", "tv"))
         check_param("normalize", self.normalize, "bool")
-        check_param("max_iter", self.max_iter, "int", low=1)
-        check_param("tol", self.tol, "real", low=0.0)
+        check_param("l1_max_iter", self.l1_max_iter, "int", low=1)
+        check_param("l1_tol", self.l1_tol, "real", low=0.0)
         check_param("noise_level", self.noise_level, "real", low=0.0, closed="neither", allow_none=True)
         X, xp, dev = validate_input(self, X, reset=True)
         f64 = supported_float_dtypes(xp, dev)[0]
@@ -947,7 +946,6 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
                 self.alpha_ = check_param("alpha", alpha, "int", low=1, high=int(s.shape[0]))
             else:
                 self.alpha_ = float(check_param("alpha", alpha, "real", low=0.0))
-        self.n_iter_ = 0
         return self
 
     def _regulariser_matrix(self, K, xp, dev, f64):
@@ -988,8 +986,7 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
         tau_d = 1.0 / (tau * norm_l2)
         x = (coef * (s / (s * s + max(lam, 1e-12 * smax2)))[None, :]) @ self._Vt
         v = xp.zeros((x.shape[0], L.shape[0]), dtype=A.dtype, device=dev)
-        it = 0
-        for it in range(1, self.max_iter + 1):
+        for _ in range(self.l1_max_iter):
             grad = (x @ A.T - Y) @ A
             z = x - tau * grad
             v = xp.clip(v + tau_d * ((z - tau * (v @ L)) @ L.T), -lam, lam)
@@ -997,9 +994,8 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
             dx = float(xp.max(xp.abs(x_new - x)))
             sc = float(xp.max(xp.abs(x_new))) + 1e-300
             x = x_new
-            if dx <= self.tol * sc:
+            if dx <= self.l1_tol * sc:
                 break
-        self.n_iter_ = it
         return x
 
     def __sklearn_tags__(self):
