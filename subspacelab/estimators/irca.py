@@ -118,6 +118,10 @@ class IRCACalibrator(BaseEstimator):
         axis (or a leading part of it, broadcast over the remaining axes, e.g. one value per
         interferometer for a per-pixel fit); a float :math:`s` means the staircase
         :math:`\delta^0_k = s\,k` along the first axis. None searches the whole ``opd_range``.
+    opd_max : float, optional
+        :math:`\delta_{max}` in µm for the search grid; default :math:`1/(2\overline{\Delta\sigma})`
+        of the training wavenumbers (give the full set's value when fitting a subset of the
+        sources, e.g. for hold-out validation).
     opd_grid_size : int, default 10000
         Number :math:`M` of grid points over :math:`[0, \delta_{max})`.
     opd_range : pair of float, default (0.01, 1.0)
@@ -127,8 +131,9 @@ class IRCACalibrator(BaseEstimator):
     solver : {"lm", "scipy"}, default "lm"
     max_iter : int, default 100
         Levenberg–Marquardt iterations per item.
-    tol : float, default 1e-10
-        Relative cost decrease / step length stopping tolerance.
+    tol : float, default 1e-8
+        Relative cost decrease / step length stopping tolerance (scipy's ``least_squares``
+        default ftol/xtol, so both solvers stop on the same criterion).
     bounds : bool, default True
         Keep :math:`0 \le R(\sigma_j) \le R_{max}` during the regression.
     reflectivity_max : float, default 0.99
@@ -154,7 +159,7 @@ class IRCACalibrator(BaseEstimator):
     opd_init_ : array, shape X.shape[:-1]
         Step-2 OPD estimates (grid values).
     opd_max_ : float
-        :math:`\delta_{max} = 1/(2\overline{\Delta\sigma})`: larger OPDs alias.
+        :math:`\delta_{max} = 1/(2\overline{\Delta\sigma})` (or ``opd_max``): larger OPDs alias.
     rmse_ : array, shape X.shape[:-1]
         Relative RMSE per item on the training data.
     n_iter_ : array of int, shape X.shape[:-1]
@@ -197,12 +202,13 @@ class IRCACalibrator(BaseEstimator):
         basis="chebyshev",
         free_params=PARAMS,
         opd_init=None,
+        opd_max=None,
         opd_grid_size=10_000,
         opd_range=(0.01, 1.0),
         opd_span=0.05,
         solver="lm",
         max_iter=100,
-        tol=1e-10,
+        tol=1e-8,
         bounds=True,
         reflectivity_max=0.99,
         batch_size=None,
@@ -215,6 +221,7 @@ class IRCACalibrator(BaseEstimator):
         self.basis = basis
         self.free_params = free_params
         self.opd_init = opd_init
+        self.opd_max = opd_max
         self.opd_grid_size = opd_grid_size
         self.opd_range = opd_range
         self.opd_span = opd_span
@@ -247,6 +254,7 @@ class IRCACalibrator(BaseEstimator):
                 raise ValueError(f"free_params has unknown entry {k!r}; allowed: {PARAMS}")
         self._free = free
         check_param("opd_grid_size", self.opd_grid_size, "int", low=16)
+        check_param("opd_max", self.opd_max, "real", low=0.0, closed="neither", allow_none=True)
         rng = tuple(self.opd_range)
         if len(rng) != 2:
             raise ValueError(f"opd_range must be a pair (low, high), got {self.opd_range!r}")
@@ -299,7 +307,7 @@ class IRCACalibrator(BaseEstimator):
         n = Y.shape[0]
         lo, hi = float(xp.min(sigma)), float(xp.max(sigma))
         self.wavenumber_range_ = (lo, hi)
-        self.opd_max_ = (n_src - 1) / (2.0 * (hi - lo))
+        self.opd_max_ = (n_src - 1) / (2.0 * (hi - lo)) if self.opd_max is None else float(self.opd_max)
         centre = 0.5 * (lo + hi)
         B = self._designs(sigma)
         d = self._degrees
