@@ -1,6 +1,6 @@
 """numba.cuda implementation of :func:`subspacelab.kernels.levenberg_marquardt`.
 
-One thread per item runs the whole loop of :func:`._levenberg_marquardt_scalar.lm_item` with its
+One thread per item runs the whole loop of :func:`._levenberg_marquardt_numba.lm_item` with its
 state in local memory (three MAX_PARAMS^2 matrices and a few vectors, P <= MAX_PARAMS); only the data chunk and
 the shared design matrices live in global memory, so 2^16-2^18 items fit in one launch.
 """
@@ -8,7 +8,7 @@ the shared design matrices live in global memory, so 2^16-2^18 items fit in one 
 import numpy as np
 from numba import cuda, float64, int64
 
-from ._levenberg_marquardt_scalar import lm_item
+from ._levenberg_marquardt_numba import lm_item
 
 MAX_PARAMS = 24
 _THREADS = 64
