@@ -340,6 +340,13 @@ class IRCACalibrator(BaseEstimator):
         safe_g = xp.where(xp.abs(g_init) > 0.0, g_init, xp.ones_like(g_init))
         a = xp.where(maski & good[:, None], Yiz / safe_g - 1.0, xp.zeros_like(Yiz))
         nominal = self._nominal_opd(lead, n, xp, dev, f64)
+        if nominal is not None and bool(xp.any(nominal >= self.opd_max_)):
+            warnings.warn(
+                f"some nominal OPDs (opd_init) reach opd_max_={self.opd_max_:.4g} µm = 1/(2 mean source "
+                "spacing): the source sampling aliases them, so their fitted OPDs are aliases",
+                UserWarning,
+                stacklevel=2,
+            )
         opd0 = self._periodogram_opd(a, sigma, nominal, xp, dev, f64)
         psi0, r0 = self._phase_reflectivity(a, wi, sigma, opd0, xp, f64)
         self.opd_init_ = xp.reshape(opd0, lead)

@@ -142,11 +142,15 @@ def test_scipy_reference_path_matches_lm_on_well_posed_data():
 
 
 def test_aliasing_guard_warns():
-    acq = make_fabry_perot_acquisition(4, 101, wavenumber_range=(1.0, 2.0), noise=0.0, random_state=9)
-    X = acq.data[:, ::4]  # decimated: Nyquist OPD 12.5 µm, below the OPDs near the end
-    with pytest.warns(UserWarning):
-        IRCACalibrator(opd_init=acq.opd_nominal * 0 + 20.0, opd_span=1.0, max_iter=5, **EXACT).fit(
-            X, acq.wavenumbers[::4], flat=acq.flat[::4])
+    acq = make_fabry_perot_acquisition(4, 101, wavenumber_range=(1.0, 2.0), opd_offset=20.0, noise=0.0, random_state=9)
+    X, s = acq.data[:, ::4], acq.wavenumbers[::4]  # decimated: Nyquist OPD 12.5 µm < true 20 µm
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        IRCACalibrator(opd_init=acq.opd_nominal, opd_span=0.5, max_iter=5, **EXACT).fit(X, s, flat=acq.flat[::4])
+    assert any("nominal OPDs" in str(w.message) for w in rec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no aliasing warning on the full sampling
+        IRCACalibrator(opd_init=acq.opd_nominal, **EXACT).fit(acq.data, acq.wavenumbers, flat=acq.flat)
 
 
 def test_sklearn_api_basics():
