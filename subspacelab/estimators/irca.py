@@ -763,11 +763,14 @@ class IRCACalibrator(BaseEstimator):
 
 
 def _lstsq_rows(Y, W, basis, xp):
-    """Per-row weighted least squares of Y ≈ c @ basis.T; returns (n, p)."""
-    bw = W[:, :, None] * basis[None, :, :]  # (n, N, p)
-    gram = xp.permute_dims(bw, (0, 2, 1)) @ basis  # (n, p, p)
-    rhs = (xp.permute_dims(bw, (0, 2, 1)) @ Y[:, :, None])[:, :, 0]
-    p = basis.shape[1]
+    """Per-row weighted least squares of Y ≈ c @ basis.T; returns (n, p).
+
+    The Gram matrices are formed as W @ (b_j b_j^T) flattened, so memory is n p^2, not n N p.
+    """
+    n_src, p = basis.shape
+    outer = xp.reshape(basis[:, :, None] * basis[:, None, :], (n_src, p * p))
+    gram = xp.reshape(W @ outer, (-1, p, p))
+    rhs = (W * Y) @ basis
     eye = xp.eye(p, dtype=Y.dtype, device=get_namespace(Y)[1])
     scale = xp.max(xp.abs(xp.linalg.diagonal(gram)), axis=1)
     gram = gram + (1e-12 * scale)[:, None, None] * eye[None, :, :]
