@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import sklearn
 from sklearn.base import clone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 
 from subspacelab import IRCACalibrator, SpectralReconstructor
@@ -42,6 +44,18 @@ def test_exact_recovery_noiseless(clean_acq):
     assert np.all((cal.phase_shift_ >= 0) & (cal.phase_shift_ < 2 * math.pi))
     # step 2 is within one grid step of the truth (plus the periodogram's bias for few fringes)
     assert np.median(np.abs(cal.opd_init_ - acq.opd)) < 0.05
+
+
+@settings(max_examples=6)
+@given(seed=st.integers(0, 10_000), model=st.sampled_from(["airy", "two_wave", 3]), scale=st.floats(1e-3, 1e6))
+def test_exact_recovery_property(seed, model, scale):
+    """Noiseless data from random ground truth: parameters recovered, at any data scale."""
+    acq = make_fabry_perot_acquisition(6, 160, noise=0.0, model=model, random_state=seed)
+    cal = IRCACalibrator(model=model, opd_init=acq.opd_nominal, **EXACT)
+    cal.fit(scale * acq.data, acq.wavenumbers, flat=acq.flat)
+    np.testing.assert_allclose(cal.opd_, acq.opd, atol=1e-7)
+    np.testing.assert_allclose(cal.reflectivity(acq.wavenumbers), acq.reflectivity, atol=1e-7)
+    np.testing.assert_allclose(cal.gain(acq.wavenumbers), scale * acq.gain, rtol=1e-7)
 
 
 def test_exact_recovery_unconstrained_search_and_power_basis(clean_acq):
