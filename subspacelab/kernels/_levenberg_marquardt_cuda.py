@@ -8,7 +8,7 @@ the shared design matrices live in global memory, so 2^16-2^18 items fit in one 
 import numpy as np
 from numba import cuda, float64, int64
 
-from ._levenberg_marquardt_numba import lm_item
+from ._levenberg_marquardt_numba import BLOCK, lm_item
 
 MAX_PARAMS = 24
 _THREADS = 64
@@ -26,12 +26,13 @@ def _kernel(y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_
         rhs = cuda.local.array(MAX_PARAMS, float64)
         delta = cuda.local.array(MAX_PARAMS, float64)
         diag = cuda.local.array(MAX_PARAMS, float64)
-        jrow = cuda.local.array(MAX_PARAMS, float64)
+        jblk = cuda.local.array((MAX_PARAMS, BLOCK), float64)
+        rblk = cuda.local.array(BLOCK, float64)
         active = cuda.local.array(MAX_PARAMS, int64)
         h2 = cuda.local.array((MAX_PARAMS, MAX_PARAMS), float64)
         grad2 = cuda.local.array(MAX_PARAMS, float64)
         c, it, st = lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_iter, tol,
-                            cur, trial, h, mat, grad, rhs, delta, diag, jrow, active, h2, grad2)
+                            cur, trial, h, mat, grad, rhs, delta, diag, jblk, rblk, active, h2, grad2)
         cost[b] = c
         n_iter[b] = it
         status[b] = st

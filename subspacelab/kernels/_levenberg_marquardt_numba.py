@@ -31,6 +31,7 @@ PENALTY = 1e6
 ACTIVE_T = 1e-3
 EPS_B = 1e-9
 TINY = 1e-300
+BLOCK = 16
 
 
 @register_jitable
@@ -75,8 +76,12 @@ def response(phi, r, order):
 
 
 @register_jitable
-def evaluate(b, th, y, w, has_w, md, bp, br, bg, order, with_jac, h, grad, jrow):
-    """Cost 0.5 * sum w (T - y)^2 of item ``b`` at ``th``; with_jac fills H = J^T W J and J^T W r."""
+def evaluate(b, th, y, w, has_w, md, bp, br, bg, order, with_jac, h, grad, jblk, rblk):
+    """Cost 0.5 * sum w (T - y)^2 of item ``b`` at ``th``; with_jac fills H = J^T W J and J^T W r.
+
+    Jacobian rows are gathered BLOCK sources at a time into ``jblk`` (n_params, BLOCK), scaled
+    by sqrt(w), so that the J^T J update runs over contiguous memory.
+    """
     n = y.shape[1]
     pd = md.shape[1]
     pp = bp.shape[1]
@@ -92,39 +97,49 @@ def evaluate(b, th, y, w, has_w, md, bp, br, bg, order, with_jac, h, grad, jrow)
             for m in range(npar):
                 h[k, m] = 0.0
     cost = 0.0
+    nb = 0
     for j in range(n):
         wj = w[b, j] if has_w else 1.0
-        if wj == 0.0:
-            continue
-        acc = 0.0
-        for k in range(pd):
-            acc += md[j, k] * th[k]
-        phi = TWO_PI * acc
-        for k in range(pp):
-            phi -= bp[j, k] * th[o_p + k]
-        r = 0.0
-        for k in range(pr):
-            r += br[j, k] * th[o_r + k]
-        g = 0.0
-        for k in range(pg):
-            g += bg[j, k] * th[o_g + k]
-        a, a_r, a_p = response(phi, r, order)
-        res = g * a - y[b, j]
-        cost += 0.5 * wj * res * res
-        if with_jac:
+        if wj != 0.0:
+            acc = 0.0
             for k in range(pd):
-                jrow[k] = g * a_p * TWO_PI * md[j, k]
+                acc += md[j, k] * th[k]
+            phi = TWO_PI * acc
             for k in range(pp):
-                jrow[o_p + k] = -g * a_p * bp[j, k]
+                phi -= bp[j, k] * th[o_p + k]
+            r = 0.0
             for k in range(pr):
-                jrow[o_r + k] = g * a_r * br[j, k]
+                r += br[j, k] * th[o_r + k]
+            g = 0.0
             for k in range(pg):
-                jrow[o_g + k] = a * bg[j, k]
+                g += bg[j, k] * th[o_g + k]
+            a, a_r, a_p = response(phi, r, order)
+            res = g * a - y[b, j]
+            cost += 0.5 * wj * res * res
+            if with_jac:
+                sw = math.sqrt(wj)
+                for k in range(pd):
+                    jblk[k, nb] = sw * g * a_p * TWO_PI * md[j, k]
+                for k in range(pp):
+                    jblk[o_p + k, nb] = -sw * g * a_p * bp[j, k]
+                for k in range(pr):
+                    jblk[o_r + k, nb] = sw * g * a_r * br[j, k]
+                for k in range(pg):
+                    jblk[o_g + k, nb] = sw * a * bg[j, k]
+                rblk[nb] = sw * res
+                nb += 1
+        if with_jac and (nb == BLOCK or (j == n - 1 and nb > 0)):
             for k in range(npar):
-                jk = wj * jrow[k]
-                grad[k] += jk * res
+                acc = 0.0
+                for q in range(nb):
+                    acc += jblk[k, q] * rblk[q]
+                grad[k] += acc
                 for m in range(k, npar):
-                    h[k, m] += jk * jrow[m]
+                    acc = 0.0
+                    for q in range(nb):
+                        acc += jblk[k, q] * jblk[m, q]
+                    h[k, m] += acc
+            nb = 0
     if with_jac:
         for k in range(npar):
             for m in range(k):
@@ -259,7 +274,7 @@ def add_penalty(j, th, br, o_r, rmax, diag, free, mat, rhs):
 
 @register_jitable
 def lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_iter, tol,
-            cur, trial, h, mat, grad, rhs, delta, diag, jrow, active, h2, grad2):
+            cur, trial, h, mat, grad, rhs, delta, diag, jblk, rblk, active, h2, grad2):
     """Run Levenberg–Marquardt on item ``b`` in place; returns (cost, n_iter, status).
 
     status: 1 converged (ftol/xtol), 0 max_iter reached, 2 stalled (damping overflow).
@@ -270,7 +285,7 @@ def lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, m
         cur[k] = theta[b, k]
     lam = LAMBDA0
     nu = 2.0
-    cost = evaluate(b, cur, y, w, has_w, md, bp, br, bg, order, True, h, grad, jrow)
+    cost = evaluate(b, cur, y, w, has_w, md, bp, br, bg, order, True, h, grad, jblk, rblk)
     for k in range(npar):
         diag[k] = h[k, k] if h[k, k] > TINY else TINY
     status = 0
@@ -326,7 +341,7 @@ def lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, m
         small = alpha == 1.0 and step <= tol * (tol + math.sqrt(x2))
         # the trial evaluation also accumulates J^T W J and J^T W r (into h2, grad2): an accepted
         # step then needs no second pass over the sources
-        new_cost = evaluate(b, trial, y, w, has_w, md, bp, br, bg, order, True, h2, grad2, jrow)
+        new_cost = evaluate(b, trial, y, w, has_w, md, bp, br, bg, order, True, h2, grad2, jblk, rblk)
         if new_cost < cost:
             pred = -alpha * gd - 0.5 * alpha * alpha * dhd
             rho = (cost - new_cost) / pred if pred > 0.0 else 1.0
@@ -356,13 +371,13 @@ def lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, m
                 status = 2
     if bounded:
         project_feasible(cur, br, o_r, rmax)
-        cost = evaluate(b, cur, y, w, has_w, md, bp, br, bg, order, False, h, grad, jrow)
+        cost = evaluate(b, cur, y, w, has_w, md, bp, br, bg, order, False, h, grad, jblk, rblk)
     for k in range(npar):
         theta[b, k] = cur[k]
     return cost, it, status
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
 def _run(y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_iter, tol, cost, n_iter, status):
     bsz = y.shape[0]
     npar = theta.shape[1]
@@ -375,12 +390,13 @@ def _run(y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_ite
         rhs = np.empty(npar)
         delta = np.empty(npar)
         diag = np.empty(npar)
-        jrow = np.empty(npar)
+        jblk = np.empty((npar, BLOCK))
+        rblk = np.empty(BLOCK)
         active = np.empty(npar, dtype=np.int64)
         h2 = np.empty((npar, npar))
         grad2 = np.empty(npar)
         c, it, st = lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, max_iter, tol,
-                            cur, trial, h, mat, grad, rhs, delta, diag, jrow, active, h2, grad2)
+                            cur, trial, h, mat, grad, rhs, delta, diag, jblk, rblk, active, h2, grad2)
         cost[b] = c
         n_iter[b] = it
         status[b] = st
