@@ -7,7 +7,10 @@ A Fabry–Perot cavity of optical path difference :math:`\delta` (µm) seen at w
 
     \varphi(\sigma) = 2\pi\,\sigma\,\delta(\sigma) - \psi(\sigma),
 
-with :math:`\psi` an extra phase shift (reflection phase of the faces). With face reflectivity
+with :math:`\psi` an extra phase shift (reflection phase of the faces) and
+:math:`\delta = 2ne\cos\theta` for a cavity of thickness :math:`e` and index :math:`n` (the
+authors' device files give :math:`e` in nm and use :math:`\delta = 2e`, i.e. :math:`n = 1`, an
+air gap: an assumption their repository does not state). With face reflectivity
 :math:`R \in [0, 1)` and gain :math:`g` the *scaled* transmittances used here are normalised so
 that their mean over one fringe period equals :math:`g` (Picone et al. 2023):
 

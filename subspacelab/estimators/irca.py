@@ -364,15 +364,21 @@ class IRCACalibrator(BaseEstimator):
         theta0 = xp.where(good[:, None] & xp.all(xp.isfinite(theta0), axis=1, keepdims=True), theta0, safe)
         free = self._free_mask(xp, dev)
         if self.solver == "lm":
-            theta, n_iter, status = self._run_lm(yn, w, B, theta0, free, xp, dev, f64, good)
+            theta, n_iter, status, cost = self._run_lm(yn, w, B, theta0, free, xp, dev, f64, good)
         else:
             theta, n_iter, status = self._run_scipy(yn, w, sigma, theta0, free, xp, dev, f64, good, centre)
+            cost = None
         times["regression"] = time.perf_counter() - t2
         self._unpack(theta, ybar_s, good, lead, xp, dev, f64, centre)
         self.n_iter_ = xp.reshape(n_iter, lead)
         self.converged_ = xp.reshape((status == 1) & good, lead)
-        pred = xp.reshape(self._predict_flat(sigma), (-1, n_src))
-        rm = relative_rmse(pred, xp.where(good[:, None], Y, xp.full_like(Y, math.nan)), xp)
+        if cost is not None:
+            # the regression target is y / mean(y): its RMS residual is the relative RMSE
+            rm = xp.sqrt(2.0 * cost / xp.maximum(cnt, xp.ones_like(cnt)))
+            rm = xp.where(good, rm, xp.full_like(rm, math.nan))
+        else:
+            pred = xp.reshape(self._predict_flat(sigma), (-1, n_src))
+            rm = relative_rmse(pred, xp.where(good[:, None], Y, xp.full_like(Y, math.nan)), xp)
         self.rmse_ = xp.reshape(rm, lead)
         times["total"] = time.perf_counter() - t0
         self.fit_time_ = times
@@ -549,8 +555,9 @@ class IRCACalibrator(BaseEstimator):
                 best_m = xp.where(better, mm, best_m)
             return best, best_m
 
-        # coarse-to-fine: the periodogram's main lobe is about 1/(sigma_max - sigma_min) wide,
-        # so a grid stride of a sixth of it cannot miss the lobe of the maximum; the fine pass
+        # coarse-to-fine: the periodogram's main lobe is 2/(sigma_max - sigma_min) wide (null to
+        # null), so a stride of a sixth of its half-width samples it at least 12 times and
+        # cannot miss the lobe of the maximum; the fine pass
         # then scans every grid point within one stride of the coarse maximum.
         lobe = 1.0 / (float(xp.max(sigma)) - float(xp.min(sigma)))
         stride = max(1, int(lobe / (6.0 * step)))
@@ -615,7 +622,7 @@ class IRCACalibrator(BaseEstimator):
         impl = select_backend(yn, self.kernel)
         bs = self.batch_size or (4096 if impl == "generic" else max(n, 1))
         w = w * xp.astype(good, f64)[:, None]
-        thetas, iters, stats = [], [], []
+        thetas, iters, stats, costs = [], [], [], []
         for start in range(0, n, bs):
             sl = slice(start, min(n, start + bs))
             res = levenberg_marquardt(
@@ -626,7 +633,9 @@ class IRCACalibrator(BaseEstimator):
             thetas.append(res.params)
             iters.append(res.n_iter)
             stats.append(res.status)
-        return xp.concat(thetas, axis=0), xp.concat(iters, axis=0), xp.concat(stats, axis=0)
+            costs.append(res.cost)
+        cat = [xp.concat(v, axis=0) for v in (thetas, iters, stats, costs)]
+        return tuple(cat)
 
     def _run_scipy(self, yn, w, sigma, theta0, free, xp, dev, f64, good, centre):
         from scipy.optimize import least_squares
@@ -808,6 +817,8 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
     ----------
     calibrator : IRCACalibrator, optional
         Fitted calibrator; its :meth:`~IRCACalibrator.predict` on ``wavenumbers`` is :math:`A`.
+        ``clone`` (hence model selection) unfits estimator parameters: wrap the calibrator in
+        ``sklearn.frozen.FrozenEstimator`` to keep it fitted.
     wavenumbers : array, shape (K,), optional
         Reconstruction wavenumbers (µm⁻¹), required with ``calibrator``.
     transfer_matrix : array, shape (m, K), optional
@@ -866,6 +877,13 @@ class SpectralReconstructor(TransformerMixin, BaseEstimator):
         if (self.calibrator is None) == (self.transfer_matrix is None):
             raise ValueError("give exactly one of calibrator (with wavenumbers) or transfer_matrix")
         if self.calibrator is not None:
+            try:
+                check_is_fitted(self.calibrator, "opd_")
+            except Exception as exc:  # NotFittedError, or not an estimator at all
+                raise ValueError(
+                    "calibrator must be a fitted IRCACalibrator; clone() (e.g. inside GridSearchCV) "
+                    "returns an unfitted copy, so wrap a fitted one in sklearn.frozen.FrozenEstimator"
+                ) from exc
             if self.wavenumbers is None:
                 raise ValueError("calibrator needs wavenumbers: the reconstruction wavenumbers in µm⁻¹")
             s = self.wavenumbers

@@ -350,6 +350,19 @@ def test_earthlib_scene_through_device():
     assert np.median(err) < 0.15
 
 
+def test_reconstructor_keeps_frozen_calibrator_through_clone():
+    from sklearn.frozen import FrozenEstimator
+
+    acq = make_fabry_perot_acquisition(30, 150, noise=0.0, random_state=13)
+    cal = IRCACalibrator(opd_init=acq.opd_nominal, **EXACT).fit(acq.data, acq.wavenumbers, flat=acq.flat)
+    s = np.linspace(1.1, 2.7, 20)
+    Y = np.ones((3, 30))
+    rec = clone(SpectralReconstructor(calibrator=FrozenEstimator(cal), wavenumbers=s)).fit(Y)
+    assert rec.transfer_matrix_.shape == (30, 20)
+    with pytest.raises(ValueError, match="FrozenEstimator"):
+        clone(SpectralReconstructor(calibrator=cal, wavenumbers=s)).fit(Y)
+
+
 def test_reconstructor_errors():
     A = np.ones((5, 4)) + np.eye(5, 4)
     with pytest.raises(ValueError, match="exactly one"):
