@@ -473,7 +473,6 @@ class IRCACalibrator(BaseEstimator):
         return out
 
     def _init_gain(self, Yiz, wi, ybari, flat, bg, xp, dev, f64, lead, n_src):
-        n = Yiz.shape[0]
         if flat is not None:
             f = self._as_data(flat, xp, dev, "flat")
             f = xp.astype(f, f64)
