@@ -411,6 +411,9 @@ def levenberg_marquardt_numba(y, w, md, bp, br, bg, theta0, free, order, rmax, b
     cost = np.empty(bsz)
     n_iter = np.empty(bsz, dtype=np.int64)
     status = np.empty(bsz, dtype=np.int64)
-    _run(y, w, has_w, md, bp, br, bg, theta, free.astype(np.bool_), int(order), float(rmax), bool(bounded),
-         int(max_iter), float(tol), cost, n_iter, status)
+    # items need very different numbers of iterations: hand them out in small chunks so that a
+    # thread that is slowed down (or busy with a hard item) does not hold up the others
+    with numba.parallel_chunksize(4):
+        _run(y, w, has_w, md, bp, br, bg, theta, free.astype(np.bool_), int(order), float(rmax), bool(bounded),
+             int(max_iter), float(tol), cost, n_iter, status)
     return theta, cost, n_iter, status
