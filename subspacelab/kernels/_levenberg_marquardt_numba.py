@@ -28,7 +28,7 @@ TWO_PI = 2.0 * math.pi
 LAMBDA0 = 1e-3
 LAMBDA_MAX = 1e20
 PENALTY = 1e6
-ACTIVE_T = 1e-3
+ACTIVE_T = 0.5
 EPS_B = 1e-9
 TINY = 1e-300
 BLOCK = 16
@@ -304,9 +304,9 @@ def lm_item(b, y, w, has_w, md, bp, br, bg, theta, free, order, rmax, bounded, m
         alpha = 1.0
         solved = True
         if bounded:
-            # active set rebuilt at every iteration: while the step is blocked by a source that
-            # is (nearly) on its bound already, hold that source's R fixed and re-solve (at most
-            # one source per reflectivity coefficient); a step blocked further away is shortened
+            # active set rebuilt at every iteration: while the step would take a source across a
+            # bound within its first ACTIVE_T fraction, pin that source on the bound and re-solve
+            # (at most one source per reflectivity coefficient); a step blocked later is shortened
             n_act = 0
             alpha, jb = max_step(cur, delta, br, o_r, rmax, active, n_act)
             while solved and alpha <= ACTIVE_T and n_act < br.shape[1]:

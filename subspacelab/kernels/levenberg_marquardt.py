@@ -16,7 +16,7 @@ __all__ = ["LMResult", "levenberg_marquardt"]
 LAMBDA0 = 1e-3
 LAMBDA_MAX = 1e20
 PENALTY = 1e6
-ACTIVE_T = 1e-3
+ACTIVE_T = 0.5
 EPS_B = 1e-9
 TINY = 1e-300
 
@@ -87,11 +87,13 @@ def levenberg_marquardt(
       :math:`\operatorname{diag} J^\top W J`), solved by Cholesky; Nielsen's update of
       :math:`\lambda` (start :math:`10^{-3}`);
     * bounds :math:`0 \le R(\sigma_j) \le R_{max}` at every wavenumber (a polyhedron in
-      :math:`c_R`). The active set is rebuilt at every iteration: while the step is blocked by
-      a source whose :math:`R` is (nearly, within 0.1 % of the step) on its bound, that
-      source's row :math:`b_j b_j^\top` enters the system with a large weight, which holds its
-      :math:`R` fixed, and the system is re-solved (at most one source per reflectivity
-      coefficient); a step blocked further away is shortened to the bound;
+      :math:`c_R`). The active set is rebuilt at every iteration: while the step would take a
+      source's :math:`R` across a bound within the first half of the step, that source joins
+      the active set: its row :math:`b_j b_j^\top` enters the system with a large weight and
+      target "R on the bound", and the system is re-solved (at most one source per
+      reflectivity coefficient); a step blocked later is shortened to the bound. Sources are
+      checked against bounds relaxed by 1e-9 and the result is mapped exactly into
+      :math:`[0, R_{max}]` at the end (an affine change of :math:`c_R` of that size);
     * stop when an accepted step lowers :math:`F` by at most ``tol`` times :math:`F`, or a
       step is shorter than ``tol * (tol + |theta|)``.
 
