@@ -14,8 +14,10 @@ _ESTIMATORS = {
     "AltMinCompleter": ".estimators.altmin",
     "GaussianDenoiser": ".diffusion.denoisers",
     "GrassmannClassifier": ".estimators.grassmann",
+    "IRCACalibrator": ".estimators.irca",
     "MoLRGDenoiser": ".estimators.molrg",
     "SoftmaxVectorClassifier": ".estimators.grassmann",
+    "SpectralReconstructor": ".estimators.irca",
     "TorchDenoiser": ".diffusion.torch_denoiser",
 }
 

@@ -16,21 +16,33 @@ from ._medical import (
     shepp_logan_phantom,
 )
 from ._movielens import load_movielens_100k, movielens_100k_path
+from .fabry_perot import (
+    IMSPOC_PROTOTYPES,
+    load_earthlib_spectra,
+    load_imspoc,
+    make_fabry_perot_acquisition,
+    simulate_interferograms,
+)
 
 __all__ = [
     "DIGIT_TASKS",
     "DataNotAvailableError",
+    "IMSPOC_PROTOTYPES",
     "load_digits",
+    "load_earthlib_spectra",
+    "load_imspoc",
     "load_mni152_t1",
     "load_mnist_5k",
     "load_movielens_100k",
     "load_mri_slice",
     "load_skimage_image",
     "make_digit_tasks",
+    "make_fabry_perot_acquisition",
     "make_low_rank_matrix_completion",
     "make_mixture_of_low_rank_gaussians",
     "movielens_100k_path",
     "oversampling_to_probability",
     "resize_image",
     "shepp_logan_phantom",
+    "simulate_interferograms",
 ]

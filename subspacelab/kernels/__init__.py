@@ -9,16 +9,19 @@ from ._dispatch import available_backends, kernel_backend
 from .masked_normal_eq import masked_normal_eq
 from .residual import sampled_residual
 from .ell_matvec import ell_matvec
+from .levenberg_marquardt import LMResult, levenberg_marquardt
 from .sinkhorn import SinkhornResult, sinkhorn
 from .sketch import countsketch
 from .soft_threshold import soft_threshold
 
 __all__ = [
+    "LMResult",
     "SinkhornResult",
     "available_backends",
     "countsketch",
     "ell_matvec",
     "kernel_backend",
+    "levenberg_marquardt",
     "masked_normal_eq",
     "sampled_residual",
     "sinkhorn",
