@@ -5,5 +5,6 @@ Loaders read files shipped inside installed wheels (never downloading anything) 
 """
 
 from ._images import DataNotAvailableError, load_digits, load_mnist_5k
+from ._subspaces import make_union_of_subspaces
 
-__all__ = ["DataNotAvailableError", "load_digits", "load_mnist_5k"]
+__all__ = ["DataNotAvailableError", "load_digits", "load_mnist_5k", "make_union_of_subspaces"]

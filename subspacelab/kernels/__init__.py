@@ -8,5 +8,14 @@ namespace and device; see :mod:`subspacelab.kernels._dispatch` for how an implem
 from ._dispatch import available_backends, kernel_backend
 from .sinkhorn import SinkhornResult, sinkhorn
 from .soft_threshold import soft_threshold
+from .weighted_logdet import WeightedLogdetResult, weighted_logdet
 
-__all__ = ["SinkhornResult", "available_backends", "kernel_backend", "sinkhorn", "soft_threshold"]
+__all__ = [
+    "SinkhornResult",
+    "WeightedLogdetResult",
+    "available_backends",
+    "kernel_backend",
+    "sinkhorn",
+    "soft_threshold",
+    "weighted_logdet",
+]
