@@ -16,7 +16,9 @@ import subspacelab
 from tests._reference_estimator import ReferenceSubspaceProjector
 
 # Per-estimator constructor arguments that keep the common checks small and fast.
-CHECK_PARAMS = {}
+CHECK_PARAMS = {
+    "MCR2Clusterer": dict(feature_dim=4, hidden_dim=8, n_epochs=2, batch_size=32, n_clusters_candidates=(2, 3)),
+}
 # Checks an estimator is known to fail, with the reason: {name: {check_name: reason}}.
 EXPECTED_FAILED_CHECKS = {}
 

@@ -10,7 +10,7 @@ from ._dispatch import from_cuda, from_host, select_backend, to_cuda, to_host
 
 __all__ = ["WeightedLogdetResult", "weighted_logdet"]
 
-# Bound on the elements of the (chunk, d, n) intermediate of the generic path (32 MiB in float64).
+# Bound on the elements of the generic path's intermediates (32 MiB in float64).
 _MAX_CHUNK_ELEMENTS = 1 << 22
 
 
@@ -49,8 +49,8 @@ def weighted_logdet(Z, weights, scale=1.0, *, return_quadratic=False, backend="a
     so its log-determinant is :math:`2\sum\log\operatorname{diag}` of its Cholesky factor.
 
     The official MLC/CPP code builds the products by broadcasting an (n, d, n) array, O(n²d)
-    memory. Here the generic path processes the columns in chunks (the intermediate holds at
-    most about 4·10⁶ elements), the Numba path builds one :math:`d\times d` matrix per column
+    memory. Here the generic path writes the sums as matrix products with the (n, d²) outer
+    products of the rows (in chunks of at most about 4·10⁶ elements), the Numba path builds one :math:`d\times d` matrix per column
     and thread (O(d²) extra memory per thread), and the CUDA path keeps only the (m, d, d)
     matrices.
 
@@ -121,21 +121,37 @@ def weighted_logdet(Z, weights, scale=1.0, *, return_quadratic=False, backend="a
 
 
 def _generic(Z, W, scale, return_quadratic, xp, dev):
-    """Array-API reference: columns in chunks, (chunk, d, n) @ (n, d) products, Cholesky."""
+    """Array-API reference. With P the (n, d*d) matrix of flattened outer products z_i z_i^T,
+    the stacked M_j are I + s reshape(W^T P) and q = P vec(M_j^{-1}): plain matrix products
+    (which torch differentiates cheaply), over chunks of rows and columns whose operands hold
+    at most ``_MAX_CHUNK_ELEMENTS`` elements."""
     n, d = Z.shape
     m = W.shape[1]
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // max(n * d, 1))
-    Zt = xp.matrix_transpose(Z)  # (d, n)
+    dd = d * d
+    step = max(1, _MAX_CHUNK_ELEMENTS // dd)
+    row_chunks = [(i0, min(n, i0 + step)) for i0 in range(0, n, step)]
+
+    def outer(i0, i1):
+        Zi = Z[i0:i1, :]
+        return xp.reshape(Zi[:, :, None] * Zi[:, None, :], (i1 - i0, dd))
+
+    P_all = outer(0, n) if len(row_chunks) == 1 else None
     eye = xp.eye(d, dtype=Z.dtype, device=dev)
     logdets, quads = [], []
-    for j0 in range(0, m, chunk):
-        Wc = xp.matrix_transpose(W[:, j0 : min(m, j0 + chunk)])  # (c, n)
-        M = eye + scale * ((Zt[None, :, :] * Wc[:, None, :]) @ Z)  # (c, d, d)
+    for j0 in range(0, m, step):
+        j1 = min(m, j0 + step)
+        acc = None
+        for i0, i1 in row_chunks:
+            P = P_all if P_all is not None else outer(i0, i1)
+            term = xp.matrix_transpose(W[i0:i1, j0:j1]) @ P  # (c, d*d)
+            acc = term if acc is None else acc + term
+        M = eye + scale * xp.reshape(acc, (j1 - j0, d, d))
         L = xp.linalg.cholesky(M)
         logdets.append(2.0 * xp.sum(xp.log(xp.linalg.diagonal(L)), axis=-1))
         if return_quadratic:
-            Y = Z[None, :, :] @ xp.linalg.inv(M)  # (c, n, d): rows z_i^T M_j^{-1}
-            quads.append(xp.matrix_transpose(xp.sum(Y * Z[None, :, :], axis=-1)))
+            Minv = xp.reshape(xp.linalg.inv(M), (j1 - j0, dd))
+            parts = [(P_all if P_all is not None else outer(i0, i1)) @ xp.matrix_transpose(Minv) for i0, i1 in row_chunks]
+            quads.append(xp.concat(parts, axis=0) if len(parts) > 1 else parts[0])
     logdet = xp.concat(logdets)
     quad = xp.concat(quads, axis=1) if return_quadratic else None
     return logdet, quad

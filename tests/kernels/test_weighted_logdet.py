@@ -62,7 +62,7 @@ def test_generic_chunks_columns(monkeypatch, rng):
 
     Z, W = rng.normal(size=(9, 3)), rng.random((9, 7))
     ref = weighted_logdet(Z, W, 1.5, return_quadratic=True, backend="generic")
-    monkeypatch.setattr(mod, "_MAX_CHUNK_ELEMENTS", 27 * 2)  # two columns per chunk
+    monkeypatch.setattr(mod, "_MAX_CHUNK_ELEMENTS", 9 * 2)  # two rows / columns per chunk
     got = weighted_logdet(Z, W, 1.5, return_quadratic=True, backend="generic")
     np.testing.assert_allclose(got.logdet, ref.logdet, rtol=1e-13)
     np.testing.assert_allclose(got.quadratic, ref.quadratic, rtol=1e-12)
