@@ -212,10 +212,14 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
     >>> from subspacelab import MCR2Clusterer
     >>> from subspacelab.datasets import make_union_of_subspaces
     >>> from subspacelab.metrics import clustering_accuracy
-    >>> X, y, _ = make_union_of_subspaces(30, (2, 2, 2), 10, noise=0.01, random_state=0)
-    >>> est = MCR2Clusterer(n_clusters=3, solver="membership", random_state=0).fit(X)
+    >>> X, y, _ = make_union_of_subspaces(60, (3, 3, 3), 30, noise=0.01, warp=0.5,
+    ...                                   shuffle=True, random_state=0)
+    >>> est = MCR2Clusterer(3, feature_dim=16, hidden_dim=64, n_epochs=40, batch_size=60,
+    ...                     random_state=0).fit(X)
     >>> clustering_accuracy(y, est.labels_)
     1.0
+    >>> est.transform(X).shape, est.membership(X).shape
+    ((180, 16), (180, 180))
     """
 
     def __init__(
@@ -880,21 +884,21 @@ class _SpectralEmbedding:
 
 
 def demo_row():
-    """MCR2Clusterer (membership solver) versus k-means on a warped union of subspaces."""
+    """MCR2Clusterer (network solver) versus k-means on three warped 3-dim subspaces of R^30."""
     from sklearn.cluster import KMeans
 
     from ..datasets import make_union_of_subspaces
     from ..metrics import clustering_accuracy
 
-    X, y, _ = make_union_of_subspaces(100, (3,) * 5, 30, warp=1.0, noise=0.05, random_state=0)
-    labels = MCR2Clusterer(n_clusters=5, solver="membership", random_state=0).fit_predict(X)
-    km = KMeans(n_clusters=5, n_init=10, random_state=0).fit_predict(X)
+    X, y, _ = make_union_of_subspaces(60, (3, 3, 3), 30, noise=0.01, warp=0.5, shuffle=True, random_state=0)
+    est = MCR2Clusterer(3, feature_dim=16, hidden_dim=64, n_epochs=40, batch_size=60, random_state=0)
+    labels = est.fit_predict(X)
+    km = KMeans(n_clusters=3, n_init=10, random_state=0).fit_predict(X)
     return {
-        "method": "MCR2Clusterer (membership)",
-        "data": "union_of_subspaces 500x30",
+        "method": "MCR2Clusterer (network)",
+        "data": "warped union of subspaces 180x30",
         "metric": "clustering ACC",
         "value": clustering_accuracy(y, labels),
         "baseline": "KMeans",
         "baseline_value": clustering_accuracy(y, km),
     }
-
