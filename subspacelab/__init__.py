@@ -15,6 +15,7 @@ _ESTIMATORS = {
     "GaussianDenoiser": ".diffusion.denoisers",
     "GrassmannClassifier": ".estimators.grassmann",
     "IRCACalibrator": ".estimators.irca",
+    "MCR2Clusterer": ".estimators.mcr2",
     "MoLRGDenoiser": ".estimators.molrg",
     "SoftmaxVectorClassifier": ".estimators.grassmann",
     "SpectralReconstructor": ".estimators.irca",

@@ -24,6 +24,7 @@ CHECK_PARAMS = {
     "MoLRGDenoiser": {"n_components": 3, "subspace_dim": 1, "n_init": 2, "max_iter": 20, "random_state": 0},
     "TorchDenoiser": {"base_channels": 4, "channel_mult": (1,), "max_steps": 2, "batch_size": 8, "n_threads": 1,
                       "random_state": 0},
+    "MCR2Clusterer": dict(feature_dim=4, hidden_dim=8, n_epochs=2, batch_size=32, n_clusters_candidates=(2, 3)),
 }
 # Checks an estimator is known to fail, with the reason: {name: {check_name: reason}}.
 _IRCA_REASON = (

@@ -16,6 +16,7 @@ from ._medical import (
     shepp_logan_phantom,
 )
 from ._movielens import load_movielens_100k, movielens_100k_path
+from ._subspaces import make_union_of_subspaces
 from .fabry_perot import (
     IMSPOC_PROTOTYPES,
     load_earthlib_spectra,
@@ -40,6 +41,7 @@ __all__ = [
     "make_fabry_perot_acquisition",
     "make_low_rank_matrix_completion",
     "make_mixture_of_low_rank_gaussians",
+    "make_union_of_subspaces",
     "movielens_100k_path",
     "oversampling_to_probability",
     "resize_image",

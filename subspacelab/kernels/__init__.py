@@ -13,10 +13,12 @@ from .levenberg_marquardt import LMResult, levenberg_marquardt
 from .sinkhorn import SinkhornResult, sinkhorn
 from .sketch import countsketch
 from .soft_threshold import soft_threshold
+from .weighted_logdet import WeightedLogdetResult, weighted_logdet
 
 __all__ = [
     "LMResult",
     "SinkhornResult",
+    "WeightedLogdetResult",
     "available_backends",
     "countsketch",
     "ell_matvec",
@@ -26,4 +28,5 @@ __all__ = [
     "sampled_residual",
     "sinkhorn",
     "soft_threshold",
+    "weighted_logdet",
 ]
