@@ -106,6 +106,7 @@ def main(argv=None):
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "numba_threads": __import__("numba").config.NUMBA_NUM_THREADS,
+        "load_average_1min": os.getloadavg()[0],
         "note": "seconds are best-of-repeat wall-clock; compare ratios, not absolute times",
     }
     text = json.dumps(results, indent=2)

@@ -22,9 +22,18 @@ def _nonneg(flat, lam, out):
         out[i] = a if a > 0 else 0.0
 
 
+# Below this many elements one thread does the pass: the hand-off to a second thread costs more.
+_PARALLEL_MIN_ELEMENTS = 1 << 18
+
+
 def soft_threshold_numba(x, lam, nonnegative):
     flat = x.reshape(-1)
     out = np.empty_like(flat)
     lam = x.dtype.type(lam)
-    (_nonneg if nonnegative else _signed)(flat, lam, out)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1 if flat.size < _PARALLEL_MIN_ELEMENTS else threads)
+    try:
+        (_nonneg if nonnegative else _signed)(flat, lam, out)
+    finally:
+        numba.set_num_threads(threads)
     return out.reshape(x.shape)
