@@ -231,3 +231,20 @@ def test_demo_row():
 
     row = demo_row()
     assert row["value"] < row["baseline_value"]
+
+
+def test_inpainting_masks():
+    from subspacelab.operators import inpainting_mask
+
+    box = inpainting_mask("box", (8, 8))
+    assert box.shape == (8, 8) and box.sum() == 64 - 16 and box[3, 3] == 0 and box[0, 0] == 1
+    half = inpainting_mask("half", (6, 8), 3)
+    assert half.shape == (3, 6, 8) and np.all(half[:, :, :4] == 1) and np.all(half[:, :, 4:] == 0)
+    s1 = inpainting_mask("strokes", (16, 16), 4, random_state=0)
+    np.testing.assert_array_equal(s1, inpainting_mask("strokes", (16, 16), 4, random_state=0))
+    assert set(np.unique(s1)) == {0.0, 1.0}
+    assert np.all((s1 == 0).sum(axis=(1, 2)) > 0) and np.all((s1 == 1).sum(axis=(1, 2)) > 0)
+    with pytest.raises(ValueError, match="kind"):
+        inpainting_mask("circle", (8, 8))
+    with pytest.raises(ValueError, match="shape"):
+        inpainting_mask("box", (8,))
