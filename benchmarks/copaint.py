@@ -1,4 +1,4 @@
-"""CoPaint inpainting benchmark: CoPaint(-TT) against replacement, DDS-style projection and DDNM.
+"""CoPaint inpainting benchmark: CoPaint(-TT) against replacement, DDS-style projection, DDNM and DPS.
 
 A MoLRG prior (subspacelab.MoLRGDenoiser) is fitted on training images and every method
 inpaints the same held-out images under the same prior, masks and DDIM grid. Prints one JSON
@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from subspacelab import MoLRGDenoiser
-from subspacelab.diffusion.copaint import copaint, ddnm_inpaint, projection_inpaint, replacement_inpaint
+from subspacelab.diffusion.copaint import copaint, ddnm_inpaint, dps_inpaint, projection_inpaint, replacement_inpaint
 from subspacelab.metrics import boundary_mismatch, ssim
 from subspacelab.operators import inpainting_mask
 
@@ -71,6 +71,7 @@ def run_dataset(name, quick, n_steps):
         "replacement": lambda y, m: replacement_inpaint(prior, y, m, n_steps=n_steps, random_state=0),
         "dds_projection": lambda y, m: projection_inpaint(prior, y, m, n_steps=n_steps, random_state=0),
         "ddnm": lambda y, m: ddnm_inpaint(prior, y, m, n_steps=n_steps, random_state=0),
+        "dps": lambda y, m: dps_inpaint(prior, y, m, n_steps=n_steps, step_size=1.0, random_state=0),
     }
     results, done = {}, {}
     for mname, M in masks(shape, n, np.random.default_rng(1)).items():

@@ -268,10 +268,10 @@ def demo_row():
 
     X, _ = load_digits()
     perm = np.random.default_rng(0).permutation(X.shape[0])
-    train, test = X[perm[:1500]], X[perm[1500:1532]]
+    train, test = X[perm[:1000]], X[perm[1500:1532]]
     box = np.ones((8, 8))
     box[2:6, 2:6] = 0
-    inp = CoPaintInpainter(prior=MoLRGDenoiser(n_components=10, subspace_dim=8, center=True, n_init=2),
+    inp = CoPaintInpainter(prior=MoLRGDenoiser(n_components=10, subspace_dim=8, center=True, n_init=1),
                            n_steps=30, random_state=0).fit(train)
     ours = inp.predict(test * box.ravel(), box.ravel())
     base, _ = replacement_inpaint(inp.prior_, test * box.ravel(), np.broadcast_to(box.ravel(), test.shape).copy(),

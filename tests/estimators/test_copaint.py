@@ -12,6 +12,7 @@ from subspacelab.diffusion.copaint import (
     _x0_and_vjp,
     copaint,
     ddnm_inpaint,
+    dps_inpaint,
     projection_inpaint,
     replacement_inpaint,
     time_travel_walk,
@@ -248,3 +249,14 @@ def test_inpainting_masks():
         inpainting_mask("circle", (8, 8))
     with pytest.raises(ValueError, match="shape"):
         inpainting_mask("box", (8,))
+
+
+def test_dps_guidance_reduces_the_mismatch(rng):
+    X = rng.normal(size=(400, 2)) @ rng.normal(size=(2, 12))
+    D = GaussianDenoiser(n_components=2).fit(X[:300])
+    y, m = X[300:306], np.broadcast_to(_mask(), (6, 12)).copy()
+    out, info = dps_inpaint(D, y, m, n_steps=30, step_size=1.0, random_state=0)
+    _, free = dps_inpaint(D, y, m, n_steps=30, step_size=0.0, random_state=0)  # unconditional ancestral sampler
+    assert info["nfe"] == 2 * 29 + 1
+    assert np.all(np.isfinite(out))
+    assert info["mismatch"] < 0.1 * free["mismatch"]
