@@ -15,7 +15,8 @@ then a markdown table. ``psnr_hidden`` is the PSNR over the hidden pixels of all
 the mean of :func:`subspacelab.metrics.boundary_mismatch` (lower is better), ``nfe`` the
 denoiser evaluations per image (a VJP counts as one), ``seconds`` the wall time of the method
 on all test images (compare ratios, not absolute times). ``done_when`` compares CoPaint-TT with
-replacement and DDS-style projection (issue 10's criterion). Masks: ``box`` (centre square
+replacement and DDS-style projection (issue 10's criterion) at their usual ``n_steps``; the
+``*_matched_nfe`` rows give DDS and DDNM as many steps as CoPaint-TT's NFE (at most 1000). Masks: ``box`` (centre square
 hidden), ``half`` (right half hidden), ``strokes`` (random thick strokes hidden, one mask per
 image).
 
@@ -78,7 +79,13 @@ def run_dataset(name, quick, n_steps):
         Mf = np.ascontiguousarray(M.reshape(n, p))
         y = test * Mf
         res = {}
-        for meth, fn in methods.items():
+        matched = {  # the projection baselines given CoPaint-TT's evaluation budget (one NFE per step)
+            "dds_projection_matched_nfe": lambda y, m: projection_inpaint(prior, y, m, n_steps=min(1000, res["copaint_tt"]["nfe"]),
+                                                                          random_state=0),
+            "ddnm_matched_nfe": lambda y, m: ddnm_inpaint(prior, y, m, n_steps=min(1000, res["copaint_tt"]["nfe"]),
+                                                          random_state=0),
+        }
+        for meth, fn in {**methods, **matched}.items():
             t0 = time.perf_counter()
             out, info = fn(y, Mf)
             sec = time.perf_counter() - t0
