@@ -222,6 +222,12 @@ def _check_problem(y, mask):
         raise ValueError(f"y must have shape (n_samples, n_features), got {tuple(y.shape)}")
     if tuple(mask.shape) != tuple(y.shape):
         raise ValueError(f"mask must have the shape of y {tuple(y.shape)}, got {tuple(mask.shape)}")
+    if not xp.isdtype(y.dtype, "real floating"):
+        raise TypeError(f"y must be a real floating array, got {y.dtype}")
+    if not xp.isdtype(mask.dtype, "bool") and not bool(xp.all((mask == 0) | (mask == 1))):
+        raise ValueError("mask must contain only 0 and 1 (1 = revealed) or booleans")
+    if not bool(xp.all(xp.isfinite(xp.where(mask > 0, y, xp.zeros_like(y))))):
+        raise ValueError("y must be finite at the revealed pixels")
     return xp, dev
 
 
@@ -270,6 +276,14 @@ def copaint(denoiser, y, mask, *, n_steps=50, n_grad_steps=2, lr=0.5, lr_growth=
     xp, dev = _check_problem(y, mask)
     N = check_param("n_steps", n_steps, "int", low=1, high=1000)
     G = check_param("n_grad_steps", n_grad_steps, "int", low=0)
+    check_param("lr", lr, "real", low=0.0, closed="neither")
+    check_param("lr_growth", lr_growth, "real", low=0.0, closed="neither")
+    check_param("coherence_weight", coherence_weight, "real", low=0.0)
+    check_param("coherence_growth", coherence_growth, "real", low=0.0, closed="neither")
+    check_param("time_travel", time_travel, "bool")
+    check_param("travel_length", travel_length, "int", low=0)
+    check_param("travel_repeat", travel_repeat, "int", low=1)
+    check_param("max_backtrack", max_backtrack, "int", low=1)
     rng = check_random_state(random_state)
     dt = y.dtype
     prior = _prior(denoiser, xp, dev, dt)
@@ -305,7 +319,8 @@ def copaint(denoiser, y, mask, *, n_steps=50, n_grad_steps=2, lr=0.5, lr_growth=
                 cand = x - eta[:, None] * g
                 cand0 = _x0(prior, cand, a, s)
                 nfe += 1
-                ok = todo & xp.isfinite(loss(cand, cand0, x_orig, c)) & (loss(cand, cand0, x_orig, c) <= cur)
+                new_loss = loss(cand, cand0, x_orig, c)
+                ok = todo & xp.isfinite(new_loss) & (new_loss <= cur)
                 new_x = xp.where(ok[:, None], cand, new_x)
                 new_x0 = xp.where(ok[:, None], cand0, new_x0)
                 todo = todo & ~ok

@@ -260,3 +260,26 @@ def test_dps_guidance_reduces_the_mismatch(rng):
     assert info["nfe"] == 2 * 29 + 1
     assert np.all(np.isfinite(out))
     assert info["mismatch"] < 0.1 * free["mismatch"]
+
+
+@pytest.mark.parametrize("f", [copaint, replacement_inpaint, projection_inpaint, ddnm_inpaint, dps_inpaint])
+def test_sampler_functions_bad_input(f, rng):
+    X = _lowrank(rng, n=50)
+    D = GaussianDenoiser(n_components=3).fit(X)
+    y, m = X[:2], np.broadcast_to(_mask(), (2, 12)).copy()
+    with pytest.raises(ValueError, match="shape of y"):
+        f(D, y, m[:, :5])
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        f(D, y, 0.5 * m)
+    bad = y.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        f(D, bad, m)
+    with pytest.raises(ValueError, match="n_steps"):
+        f(D, y, m, n_steps=0)
+    with pytest.raises(TypeError, match="closed-form"):
+        f(object(), y, m)
+    bad[0, 0] = 0.0
+    bad[0, 5] = np.nan  # hidden pixel: ignored
+    out, _ = f(D, bad, m, n_steps=3)
+    assert np.all(np.isfinite(out))
