@@ -207,7 +207,7 @@ class CoPaintInpainter(BaseEstimator):
         array of X's shape
             The CoPaint sample :math:`\\hat x_0` (its revealed pixels agree with ``X`` up to
             the sampler's final mismatch; they are not pasted in). Images without hidden pixels
-            are returned unchanged; images with every pixel hidden get unconditional samples of
+            (rows of the mask that are all 1) are returned unchanged; images with every pixel hidden get unconditional samples of
             the prior (the mismatch term is then zero).
         """
         return self._predict(X, mask, "predict")[0]
@@ -226,6 +226,8 @@ class CoPaintInpainter(BaseEstimator):
                                 coherence_growth=self.coherence_growth, time_travel=self.time_travel,
                                 travel_length=self.travel_length, travel_repeat=self.travel_repeat,
                                 random_state=self.random_state)
+            full = xp.all(m == 1, axis=1)[:, None]  # rows with nothing hidden stay as they are
+            out = xp.where(full, y, out)
             if self.verbose:
                 print(f"CoPaintInpainter: {info['nfe']} denoiser evaluations per image, "
                       f"final revealed-pixel MSE {info['mismatch']:.3g}")

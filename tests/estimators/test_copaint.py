@@ -134,6 +134,10 @@ def test_all_revealed_and_all_hidden(rng):
     X = _lowrank(rng)
     inp = CoPaintInpainter(n_steps=10, random_state=0).fit(X)
     np.testing.assert_array_equal(inp.predict(X[:3], np.ones(12)), X[:3])
+    rows = np.stack([np.ones(12), _mask(), np.ones(12)])
+    mixed = inp.predict(X[:3], rows)
+    np.testing.assert_array_equal(mixed[[0, 2]], X[[0, 2]])
+    assert not np.array_equal(mixed[1], X[1])
     out = inp.predict(X[:3], np.zeros(12))  # unconditional samples of the prior
     plain = inp.set_params(n_grad_steps=0).predict(X[:3], np.zeros(12))
     np.testing.assert_allclose(out, plain)
