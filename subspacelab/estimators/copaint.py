@@ -206,9 +206,9 @@ class CoPaintInpainter(BaseEstimator):
         -------
         array of X's shape
             The CoPaint sample :math:`\\hat x_0` (its revealed pixels agree with ``X`` up to
-            the sampler's final mismatch; they are not pasted in). Images without hidden pixels
-            (rows of the mask that are all 1) are returned unchanged; images with every pixel hidden get unconditional samples of
-            the prior (the mismatch term is then zero).
+            the sampler's final mismatch; they are not pasted in). Images without hidden
+            pixels are returned unchanged; images with every pixel hidden get unconditional
+            samples of the prior (the mismatch term is then zero).
         """
         return self._predict(X, mask, "predict")[0]
 
