@@ -12,6 +12,7 @@ __version__ = "0.1.0.dev0"
 # else; tests/test_common.py discovers the list from this mapping.
 _ESTIMATORS = {
     "AltMinCompleter": ".estimators.altmin",
+    "CoPaintInpainter": ".estimators.copaint",
     "GaussianDenoiser": ".diffusion.denoisers",
     "GrassmannClassifier": ".estimators.grassmann",
     "IRCACalibrator": ".estimators.irca",

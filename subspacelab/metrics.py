@@ -1,4 +1,5 @@
-r"""Evaluation metrics on any array-API backend: PSNR and SSIM for images, clustering accuracy.
+r"""Evaluation metrics on any array-API backend: PSNR, SSIM and the inpainting boundary mismatch
+for images; clustering accuracy.
 
 PSNR and SSIM reduce over the last two (image) axes and keep leading batch axes, so a stack of
 images gives one value per image. ``data_range`` is always explicit (spec diffusion_flow.md section 8,
@@ -15,7 +16,7 @@ import numpy as np
 from ._backend import get_namespace, is_array_api_obj, supported_float_dtypes, to_numpy
 from ._validation import check_param
 
-__all__ = ["clustering_accuracy", "psnr", "ssim"]
+__all__ = ["boundary_mismatch", "clustering_accuracy", "psnr", "ssim"]
 
 
 def _pair(reference, estimate):
@@ -183,3 +184,65 @@ def clustering_accuracy(y_true, y_pred):
     np.add.at(table, (p, t), 1)
     rows, cols = linear_sum_assignment(table, maximize=True)
     return float(table[rows, cols].sum()) / y_true.shape[0]
+
+
+def boundary_mismatch(estimate, reference, mask):
+    r"""Seam measure of inpainting: error of the finite differences across the mask border.
+
+    Over the set :math:`E` of 4-neighbour pixel pairs :math:`(p, q)` with one pixel revealed
+    and the other hidden (:math:`m_p \ne m_q`),
+
+    .. math::
+
+        \mathrm{BM} = \frac{1}{|E|}\sum_{(p,q)\in E}
+            \big|(\hat x_q - \hat x_p) - (x_q - x_p)\big|,
+
+    the mean absolute mismatch between the estimate's and the reference's image gradient across
+    the border. It is 0 when the estimate continues the revealed region exactly as the
+    reference does, and large when a filled region meets the revealed one with a seam (a jump
+    the reference does not have). LPIPS, the reference's coherence measure, needs network
+    weights that cannot be obtained offline (spec diffusion_flow.md section 0, item 7).
+
+    Parameters
+    ----------
+    estimate, reference : real arrays of shape (*batch, H, W)
+    mask : array of shape (H, W) or (*batch, H, W)
+        1 (or True) = revealed, 0 = hidden; it must have at least one border pair per image.
+
+    Returns
+    -------
+    array of shape ``batch`` (0-d for one image)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.metrics import boundary_mismatch
+    >>> ref = np.zeros((4, 4))
+    >>> mask = np.ones((4, 4)); mask[:, 2:] = 0
+    >>> est = ref.copy(); est[:, 2:] = 1.0  # a filled half with a seam of height 1
+    >>> float(boundary_mismatch(est, ref, mask))
+    1.0
+    """
+    xp, dev, ref, est = _pair(reference, estimate)
+    mxp, _ = get_namespace(mask, names=["mask"])
+    if mxp is not xp:
+        raise TypeError(f"mask must be an array of the images' namespace {xp.__name__!r}, got {mxp.__name__!r}")
+    if mask.ndim < 2 or tuple(mask.shape) != tuple(ref.shape[ref.ndim - mask.ndim:]):
+        raise ValueError(f"mask must have shape {tuple(ref.shape[-2:])} or {tuple(ref.shape)}, got {tuple(mask.shape)}")
+    m = xp.astype(mask, ref.dtype)
+    if not bool(xp.all((m == 0) | (m == 1))):
+        raise ValueError("mask must contain only 0 and 1 (1 = revealed) or booleans")
+    m = xp.broadcast_to(m, ref.shape)
+    total = xp.zeros(ref.shape[:-2], dtype=ref.dtype, device=dev)
+    count = xp.zeros(ref.shape[:-2], dtype=ref.dtype, device=dev)
+    for axis in (-1, -2):
+        n = ref.shape[axis]
+        lo = (slice(None),) * (ref.ndim + axis) + (slice(0, n - 1), ...)
+        hi = (slice(None),) * (ref.ndim + axis) + (slice(1, n), ...)
+        edge = xp.abs(m[hi] - m[lo])
+        err = xp.abs((est[hi] - est[lo]) - (ref[hi] - ref[lo]))
+        total = total + xp.sum(edge * err, axis=(-2, -1))
+        count = count + xp.sum(edge, axis=(-2, -1))
+    if not bool(xp.all(count > 0)):
+        raise ValueError("every image's mask must have revealed and hidden neighbouring pixels (a border)")
+    return total / count

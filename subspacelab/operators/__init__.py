@@ -8,7 +8,7 @@ in the namespace and on the device of the arrays it was built from, batched over
 from ._base import Identity, LinearOperator, inner, opnorm
 from .cg import CGResult, conjugate_gradient
 from .ct import ParallelBeamCT, limited_angle_angles, sparse_view_angles
-from .inpainting import Inpainting
+from .inpainting import Inpainting, inpainting_mask
 from .mri import MultiCoilMRI, SamplingMask, birdcage_maps, fft2c, ifft2c, sampling_mask
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "fft2c",
     "ifft2c",
     "inner",
+    "inpainting_mask",
     "limited_angle_angles",
     "opnorm",
     "sampling_mask",
