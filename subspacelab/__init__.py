@@ -11,6 +11,7 @@ __version__ = "0.1.0.dev0"
 # Public estimator name -> module that defines it. A new estimator is added here and nowhere
 # else; tests/test_common.py discovers the list from this mapping.
 _ESTIMATORS = {
+    "DDSReconstructor": ".estimators.dds",
     "GaussianDenoiser": ".diffusion.denoisers",
     "MoLRGDenoiser": ".estimators.molrg",
     "TorchDenoiser": ".diffusion.torch_denoiser",
