@@ -313,35 +313,37 @@ class DDSReconstructor(TransformerMixin, BaseEstimator):
 
 
 def demo_row():
-    """MNI152 T1 axial slices (64 x 64), 4 coils, x4 equispaced mask with 8 % ACS, sigma=0.01
-    complex noise: DDS with a MoLRG prior vs CG-SENSE (least squares, 10 iterations)."""
+    """MNI152 T1 axial slices (64 x 64), 4 birdcage coils, x4 equispaced mask (8 % ACS), complex noise
+    sigma = 0.01: DDS (30 NFE) with a Gaussian PCA prior fitted on slices >= 2 mm from the two test
+    slices, vs CG-SENSE at its best iteration count (10)."""
     from ..datasets import load_mni152_t1, resize_image
+    from ..diffusion import GaussianDenoiser
     from ..metrics import psnr
     from ..operators import MultiCoilMRI, birdcage_maps, conjugate_gradient, sampling_mask
-    from .molrg import MoLRGDenoiser
 
     vol = load_mni152_t1()
-    size = 64
-    zs = list(range(40, 150, 2))
-    test_z = [96, 100]
-    train = [np.rot90(vol[:, :, z]) for z in zs if min(abs(z - t) for t in test_z) >= 3]
-    X = np.stack([resize_image(np.ascontiguousarray(s), (size, size)) for s in train])
-    Xt = np.stack([resize_image(np.ascontiguousarray(np.rot90(vol[:, :, z])), (size, size)) for z in test_z])
+    size, test_z = 64, (96, 100)
+
+    def axial(z):
+        return resize_image(np.ascontiguousarray(np.rot90(vol[:, :, z])), (size, size))
+
+    X = np.stack([axial(z) for z in range(30, 160) if min(abs(z - t) for t in test_z) >= 2])
+    Xt = np.stack([axial(z) for z in test_z])
     mask = sampling_mask((size, size), "equispaced", acceleration=4, center_fraction=0.08, random_state=0).mask
     A = MultiCoilMRI(mask, birdcage_maps((size, size), n_coils=4))
     rng = np.random.default_rng(0)
     y = A.forward(Xt)
     y = y + mask * 0.01 * (rng.standard_normal(y.shape) + 1j * rng.standard_normal(y.shape)) / math.sqrt(2)
-    prior = MoLRGDenoiser(n_components=3, subspace_dim=8, center=True, n_init=2, random_state=0)
-    est = DDSReconstructor(A, prior=prior, n_steps=30, noise_std=0.01, random_state=0).fit(X)
+    est = DDSReconstructor(A, prior=GaussianDenoiser(n_components=32), n_steps=30, gamma=10.0, noise_std=0.01,
+                           random_state=0).fit(X)
     ours = est.score(y, Xt)
     b = np.real(A.adjoint(y))
     base = conjugate_gradient(lambda v: np.real(A.normal(v)), b, max_iter=10, fixed_iter=True, event_ndim=2).x
     return {
-        "method": "DDSReconstructor (MoLRG prior, 30 NFE)",
-        "data": f"MNI152 T1 axial {size}x{size}, 4 coils, x4 + noise 0.01",
+        "method": "DDSReconstructor (Gaussian PCA prior, 30 NFE)",
+        "data": f"MNI152 T1 axial {size}x{size}, 4 coils, x4, noise 0.01",
         "metric": "PSNR (dB)",
         "value": float(ours),
         "baseline": "CG-SENSE (10 iterations)",
-        "baseline_value": float(psnr(Xt, base, data_range=1.0)),
+        "baseline_value": float(np.mean(psnr(Xt, base, data_range=1.0))),
     }

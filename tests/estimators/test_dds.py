@@ -322,3 +322,15 @@ def test_bad_input():
         dds_sample(D, Inpainting(np.ones(5)), np.zeros((2, 4)))
     with pytest.raises(ValueError, match="z"):
         dds_renoise(np.ones(2), np.ones(2), 0.5, 0.5, eta=0.5)
+
+
+@pytest.mark.data
+def test_demo_row_beats_cg_sense():
+    from subspacelab.datasets import DataNotAvailableError
+    from subspacelab.estimators.dds import demo_row
+
+    try:
+        row = demo_row()
+    except DataNotAvailableError as exc:
+        pytest.skip(str(exc))
+    assert row["value"] > row["baseline_value"] + 3
