@@ -12,6 +12,8 @@ from .samplers import (
     dds_renoise,
     dds_sample,
     ddim_step,
+    diff_z,
+    diff_z_adjoint,
     sampling_scales,
     vp_alpha_bar,
 )
@@ -28,6 +30,8 @@ __all__ = [
     "dds_renoise",
     "dds_sample",
     "ddim_step",
+    "diff_z",
+    "diff_z_adjoint",
     "sampling_scales",
     "sigma_to_alpha_bar",
     "tweedie",
