@@ -399,3 +399,18 @@ def test_tv_z_admm_couples_slices_and_improves_z_smooth_volume():
         dds_sample(D, A, y, gamma=1.0, tv_z=(10.0, 0.4))
     with pytest.raises(TypeError, match="pair"):
         dds_sample(D, A, y, tv_z=10.0)
+
+
+def test_unet_prior_instance_is_cloned_and_trained():
+    pytest.importorskip("torch")
+    from subspacelab.diffusion import TorchDenoiser
+
+    X, Xt = _mri_problem(n=8, n_train=16)
+    A = Inpainting((np.random.default_rng(10).random((8, 8)) < 0.5).astype(float))
+    unet = TorchDenoiser(image_shape=(8, 8), base_channels=4, channel_mult=(1,), max_steps=2, batch_size=8,
+                         n_threads=1, random_state=0)
+    est = DDSReconstructor(A, prior=unet, n_steps=3, random_state=0).fit(X)
+    assert est.denoiser_ is not unet and hasattr(est.denoiser_, "network_")
+    out = est.predict(A.forward(Xt))
+    assert out.shape == Xt.shape
+    np.testing.assert_allclose(A.forward(out), A.forward(Xt), atol=1e-10)  # hard replacement
