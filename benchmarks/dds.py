@@ -2,8 +2,9 @@
 
 Prints one JSON object keyed by task, then by method,
 
-    {"<task>": {"<method>": {"psnr", "ssim", "nfe", "seconds", ...}, ...}, ..., "meta": {...}}
+    {"<task>": {"<method>": {"psnr", "ssim", "nfe", "seconds", ...}, ..., "_setup": {...}}, ..., "meta": {...}}
 
+(``_setup`` describes the task: realised acceleration, coils or views, shape, noise level)
 then a markdown table. PSNR/SSIM: mean over the test slices, data_range 1, no renormalisation
 (the DDS reference min-max normalises before its PSNR; we do not). ``nfe`` counts denoiser
 evaluations (0 for the classical methods); ``seconds`` is the wall time of the whole batch of
