@@ -13,6 +13,7 @@ __version__ = "0.1.0.dev0"
 _ESTIMATORS = {
     "AltMinCompleter": ".estimators.altmin",
     "CoPaintInpainter": ".estimators.copaint",
+    "DDSReconstructor": ".estimators.dds",
     "GaussianDenoiser": ".diffusion.denoisers",
     "GrassmannClassifier": ".estimators.grassmann",
     "IRCACalibrator": ".estimators.irca",

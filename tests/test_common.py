@@ -22,6 +22,7 @@ CHECK_PARAMS = {
     "GrassmannClassifier": {"subspace_dim": 1, "n_epochs": 5, "batch_size": 16},
     "SoftmaxVectorClassifier": {"n_epochs": 5, "batch_size": 16},
     "CoPaintInpainter": {"n_steps": 5, "travel_length": 2, "random_state": 0},
+    "DDSReconstructor": {"prior": "gaussian", "n_steps": 3, "random_state": 0},
     "MoLRGDenoiser": {"n_components": 3, "subspace_dim": 1, "n_init": 2, "max_iter": 20, "random_state": 0},
     "TorchDenoiser": {"base_channels": 4, "channel_mult": (1,), "max_steps": 2, "batch_size": 8, "n_threads": 1,
                       "random_state": 0},
@@ -47,6 +48,9 @@ _COPAINT_SCORE = ("score(X, y, mask) compares the inpainted X with the clean ima
                   "class labels as y")
 _COPAINT_NAN = ("allow_nan is set because predict reads NaN as hidden pixels; the check then fits on data with "
                 "NaN, but the prior is fitted on complete clean images and fit rejects NaN")
+_DDS_SCORE = ("score(Y, X_true) is the reconstruction PSNR and needs the true images as its second argument; "
+              "this check passes a 1-D label vector. predict/transform on every backend is tested in "
+              "tests/estimators/test_dds.py")
 EXPECTED_FAILED_CHECKS = {
     "AltMinCompleter": {
         "check_estimator_sparse_tag": (
@@ -133,6 +137,12 @@ EXPECTED_FAILED_CHECKS = {
         "check_estimators_pickle": _COPAINT_NAN,
         "check_array_api_input": _COPAINT_SCORE + " (predict on every backend: tests/estimators/test_copaint.py)",
         "check_array_api_mixed_inputs": _COPAINT_SCORE,
+    },
+    "DDSReconstructor": {
+        "check_fit_score_takes_y": _DDS_SCORE,
+        "check_pipeline_consistency": _DDS_SCORE,
+        "check_array_api_input": _DDS_SCORE,
+        "check_array_api_mixed_inputs": _DDS_SCORE,
     },
 }
 

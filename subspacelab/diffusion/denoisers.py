@@ -181,14 +181,22 @@ class GaussianDenoiser(DenoiserMixin, DensityMixin, BaseEstimator):
         reg = check_param("reg_covar", self.reg_covar, "real", low=0.0)
         self.mean_ = xp.mean(X, axis=0)
         Xc = X - self.mean_
-        evals, evecs = xp.linalg.eigh(Xc.T @ Xc / (n - 1))
-        evals = xp.flip(xp.maximum(evals, xp.zeros_like(evals)), axis=0)
-        evecs = xp.flip(evecs, axis=1)
-        if k is None or k == p:
-            k = p
-            noise = 0.0
+        if k is not None and k < p and n < p and k <= n:
+            # wide data: the thin SVD of the n x p data gives the top eigenpairs without the
+            # p x p covariance; the other p - n eigenvalues are 0
+            _, S, Vt = xp.linalg.svd(Xc, full_matrices=False)
+            evals = S * S / (n - 1)
+            evecs = Vt.T
+            noise = float(xp.sum(evals[k:])) / (p - k)
         else:
-            noise = float(xp.mean(evals[k:]))
+            evals, evecs = xp.linalg.eigh(Xc.T @ Xc / (n - 1))
+            evals = xp.flip(xp.maximum(evals, xp.zeros_like(evals)), axis=0)
+            evecs = xp.flip(evecs, axis=1)
+            if k is None or k == p:
+                k = p
+                noise = 0.0
+            else:
+                noise = float(xp.mean(evals[k:]))
         self.components_ = evecs[:, :k].T
         self.explained_variance_ = evals[:k] + reg
         self.noise_variance_ = noise + reg

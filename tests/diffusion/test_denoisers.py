@@ -136,3 +136,26 @@ def test_bad_input(rng):
 
     with pytest.raises(TypeError, match="namespace"):
         check_sigma(torch.ones(3), 3, xp, "cpu", xp.float64)
+
+
+def test_wide_data_svd_path_matches_covariance_eigh(backend):
+    """n < p with a low rank: the thin-SVD fit equals the covariance-eigh fit."""
+    from sklearn import config_context
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(12, 40)) @ np.diag(np.linspace(3, 0.1, 40))
+    with config_context(array_api_dispatch=True):
+        D = GaussianDenoiser(n_components=5).fit(backend.asarray(X))
+        Z = rng.normal(size=(3, 40))
+        out = backend.to_numpy(D.denoise(backend.asarray(Z), 0.7))
+    Xc = X - X.mean(axis=0)
+    evals, evecs = np.linalg.eigh(Xc.T @ Xc / 11)
+    evals, evecs = np.clip(evals[::-1], 0, None), evecs[:, ::-1]
+    np.testing.assert_allclose(backend.to_numpy(D.explained_variance_), evals[:5] + 1e-6, rtol=1e-8)
+    np.testing.assert_allclose(D.noise_variance_, evals[5:].mean() + 1e-6, rtol=1e-8)
+    np.testing.assert_allclose(np.abs(backend.to_numpy(D.components_) @ evecs[:, :5]), np.eye(5), atol=1e-8)
+    V = evecs[:, :5]
+    lam, d2 = evals[:5] + 1e-6, evals[5:].mean() + 1e-6
+    Zc = Z - X.mean(axis=0)
+    want = X.mean(axis=0) + (Zc @ V) * (lam / (lam + 0.49)) @ V.T + d2 / (d2 + 0.49) * (Zc - Zc @ V @ V.T)
+    np.testing.assert_allclose(out, want, atol=1e-8)
