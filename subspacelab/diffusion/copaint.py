@@ -48,31 +48,24 @@ import numpy as np
 from .._backend import check_random_state, get_namespace, move_to, random_normal
 from .._validation import check_param
 from ._lowrank import mixture_posterior
+from .samplers import vp_alpha_bar
 
 __all__ = [
     "copaint",
     "ddim_times",
     "ddnm_inpaint",
     "dps_inpaint",
-    "linear_alpha_bar",
     "projection_inpaint",
     "replacement_inpaint",
     "time_travel_walk",
 ]
 
 
-def linear_alpha_bar(n_train=1000, beta_start=1e-4, beta_end=0.02):
-    r""":math:`\bar\alpha_t = \prod_{s \le t}(1-\beta_s)` of the linear DDPM schedule, t = 0..T-1."""
-    check_param("n_train", n_train, "int", low=1)
-    betas = np.linspace(beta_start, beta_end, n_train)
-    return np.cumprod(1.0 - betas)
-
-
 def ddim_times(n_steps, n_train=1000):
     """Respaced times (increasing, t_0 = 0 ... t_{N-1} = T-1) and their :math:`\\bar\\alpha`."""
     check_param("n_steps", n_steps, "int", low=1, high=n_train)
     t = np.unique(np.round(np.linspace(0, n_train - 1, n_steps)).astype(int))
-    return t, linear_alpha_bar(n_train)[t]
+    return t, vp_alpha_bar(n_train)[t]
 
 
 def time_travel_walk(n_steps, travel_length, travel_repeat):
