@@ -9,9 +9,9 @@ TEST_ENV := SCIPY_ARRAY_API=1 HYPOTHESIS_PROFILE=ci NUMBA_CACHE_DIR=$(CURDIR)/.n
 
 .PHONY: demo test info install
 
+# torch is pinned to the CPU build that lies on disk; a loose requirement would fetch a CUDA build.
 $(STAMP): pyproject.toml requirements/nodeps.txt
 	$(PYTHON) -m venv $(VENV)
-	# the CPU build of torch that lies on disk; a loose requirement would fetch a CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[numba,dask,test]'
 	$(BIN)/pip install -q --no-deps -r requirements/nodeps.txt
