@@ -119,13 +119,7 @@ def load(name, quick):
     return Xtr, Xte, ytr, yte, shape, patch
 
 
-def run_dataset(name, cfg, seeds, quick):
-    Xtr, Xte, ytr, yte, shape, patch = load(name, quick)
-    crate_kw = dict(image_shape=shape, patch_size=patch, dim=cfg["dim"], depth=cfg["depth"], heads=cfg["heads"],
-                    mode="code", optimizer="adamw", lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                    n_epochs=cfg["n_epochs"], batch_size=cfg["batch_size"], warmup_epochs=cfg["warmup_epochs"],
-                    label_smoothing=cfg["label_smoothing"])
-    out = {"n_train": int(len(ytr)), "n_test": int(len(yte)), "image_shape": list(shape), "patch_size": patch}
+def classify(Xtr, Xte, ytr, yte, shape, patch, cfg, seeds, quick, crate_kw):
     models = {}
 
     acc, secs, whitebox = [], [], None
@@ -179,13 +173,27 @@ def run_dataset(name, cfg, seeds, quick):
                                     "test_accuracy_per_seed": [float(lr.score(flat_te, yte))],
                                     "n_parameters": int(lr.coef_.size + lr.intercept_.size),
                                     "train_seconds": time.perf_counter() - t0}
-    out["models"] = models
+    out = {"models": models}
     out["crate_vs_vit"] = {
         "accuracy_gap_points": 100 * (models["ViT"]["test_accuracy"] - models["CRATEEncoder"]["test_accuracy"]),
         "parameter_ratio": models["CRATEEncoder"]["n_parameters"] / models["ViT"]["n_parameters"],
         "train_time_ratio": models["CRATEEncoder"]["train_seconds"] / models["ViT"]["train_seconds"],
     }
 
+    return out
+
+
+def run_dataset(name, cfg, seeds, quick, sections=("classify", "mae")):
+    Xtr, Xte, ytr, yte, shape, patch = load(name, quick)
+    crate_kw = dict(image_shape=shape, patch_size=patch, dim=cfg["dim"], depth=cfg["depth"], heads=cfg["heads"],
+                    mode="code", optimizer="adamw", lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                    n_epochs=cfg["n_epochs"], batch_size=cfg["batch_size"], warmup_epochs=cfg["warmup_epochs"],
+                    label_smoothing=cfg["label_smoothing"])
+    out = {"n_train": int(len(ytr)), "n_test": int(len(yte)), "image_shape": list(shape), "patch_size": patch}
+    if "classify" in sections:
+        out.update(classify(Xtr, Xte, ytr, yte, shape, patch, cfg, seeds, quick, crate_kw))
+    if "mae" not in sections:
+        return out
     # masked autoencoding without labels
     t0 = time.perf_counter()
     mae = CRATEEncoder(random_state=seeds[0], mask_ratio=0.5, **{**crate_kw, "label_smoothing": 0.0}).fit(Xtr)
@@ -213,26 +221,34 @@ def run_dataset(name, cfg, seeds, quick):
 
 
 def markdown(result):
-    lines = ["| dataset | model | test accuracy | parameters | train s |", "|---|---|---|---|---|"]
-    for name, d in result["datasets"].items():
-        for model, m in d["models"].items():
-            lines.append(f"| {name} | {model} | {100 * m['test_accuracy']:.1f} % | {m['n_parameters']:,} | "
-                         f"{m['train_seconds']:.1f} |")
-    lines += ["", "| dataset | CRATE per-layer | before training | after training |", "|---|---|---|---|"]
-    for name, d in result["datasets"].items():
-        c = d["models"]["CRATEEncoder"]
-        for key in ("compression", "sparsity"):
-            fmt = (lambda v: f"{v:.1f}") if key == "compression" else (lambda v: f"{v:.3f}")
-            lines.append(f"| {name} | {key} | {', '.join(map(fmt, c[key]['before']))} | "
-                         f"{', '.join(map(fmt, c[key]['after']))} |")
-        lines.append(f"| {name} | compression decreases / sparsity increases with depth | | "
-                     f"{c['compression_decreases_with_depth']} / {c['sparsity_increases_with_depth']} |")
-    lines += ["", "| dataset | masked-patch MSE (CRATE MAE) | mean image | full recon. MSE | mean image |",
-              "|---|---|---|---|---|"]
-    for name, d in result["datasets"].items():
-        m = d["masked_autoencoding"]
-        lines.append(f"| {name} | {m['reconstruction_mse']:.4f} | {m['mean_image_mse']:.4f} | "
-                     f"{m['full_reconstruction_mse']:.4f} | {m['full_mean_image_mse']:.4f} |")
+    ds = result["datasets"]
+    lines = []
+    if any("models" in d for d in ds.values()):
+        lines += ["| dataset | model | test accuracy | parameters | train s |", "|---|---|---|---|---|"]
+        for name, d in ds.items():
+            for model, m in d.get("models", {}).items():
+                lines.append(f"| {name} | {model} | {100 * m['test_accuracy']:.1f} % | {m['n_parameters']:,} | "
+                             f"{m['train_seconds']:.1f} |")
+        lines += ["", "| dataset | CRATE per-layer | before training | after training |", "|---|---|---|---|"]
+        for name, d in ds.items():
+            if "models" not in d:
+                continue
+            c = d["models"]["CRATEEncoder"]
+            for key in ("compression", "sparsity"):
+                fmt = (lambda v: f"{v:.1f}") if key == "compression" else (lambda v: f"{v:.3f}")
+                lines.append(f"| {name} | {key} | {', '.join(map(fmt, c[key]['before']))} | "
+                             f"{', '.join(map(fmt, c[key]['after']))} |")
+            lines.append(f"| {name} | compression decreases / sparsity increases with depth | | "
+                         f"{c['compression_decreases_with_depth']} / {c['sparsity_increases_with_depth']} |")
+        lines.append("")
+    if any("masked_autoencoding" in d for d in ds.values()):
+        lines += ["| dataset | masked-patch MSE (CRATE MAE) | mean image | full recon. MSE | mean image |",
+                  "|---|---|---|---|---|"]
+        for name, d in ds.items():
+            if "masked_autoencoding" in d:
+                m = d["masked_autoencoding"]
+                lines.append(f"| {name} | {m['reconstruction_mse']:.4f} | {m['mean_image_mse']:.4f} | "
+                             f"{m['full_reconstruction_mse']:.4f} | {m['full_mean_image_mse']:.4f} |")
     return "\n".join(lines)
 
 
@@ -241,6 +257,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 500 training and 300 test images per dataset")
     parser.add_argument("--json-out")
     parser.add_argument("--md-out")
+    parser.add_argument("--sections", default="classify,mae",
+                        help="comma-separated: classify (the four classifiers), mae (masked autoencoding)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = dict(dim=64, depth=4, heads=4, lr=1e-3, weight_decay=0.05, n_epochs=1 if args.quick else 25, batch_size=128,
@@ -250,13 +268,13 @@ def main(argv=None):
     datasets = {}
     for name in ("digits", "mnist5k"):
         try:
-            datasets[name] = run_dataset(name, cfg, seeds, args.quick)
+            datasets[name] = run_dataset(name, cfg, seeds, args.quick, args.sections.split(","))
         except DataNotAvailableError as exc:
             datasets[name] = {"skipped": str(exc)}
     result = {
         "datasets": {k: v for k, v in datasets.items() if "skipped" not in v},
         "skipped": {k: v["skipped"] for k, v in datasets.items() if "skipped" in v},
-        "meta": {"mode": "quick" if args.quick else "full", "config": cfg, "seeds": seeds,
+        "meta": {"mode": "quick" if args.quick else "full", "sections": args.sections.split(","), "config": cfg, "seeds": seeds,
                  "torch_threads": 1, "torch": torch.__version__, "python": sys.version.split()[0],
                  "machine": platform.machine(), "total_seconds": time.perf_counter() - t0,
                  "vit": "pre-norm ViT of benchmarks/crate.py (vit-pytorch layout), same loop and budget"},
