@@ -27,6 +27,9 @@ CHECK_PARAMS = {
     "TorchDenoiser": {"base_channels": 4, "channel_mult": (1,), "max_steps": 2, "batch_size": 8, "n_threads": 1,
                       "random_state": 0},
     "MCR2Clusterer": dict(feature_dim=4, hidden_dim=8, n_epochs=2, batch_size=32, n_clusters_candidates=(2, 3)),
+    # Tiny CRATE: the checks train it dozens of times on blobs of 2-10 scalar tokens.
+    "CRATEEncoder": dict(dim=8, depth=1, heads=2, n_epochs=20, batch_size=64, warmup_epochs=1, lr=1e-2,
+                         label_smoothing=0.0),
 }
 # Checks an estimator is known to fail, with the reason: {name: {check_name: reason}}.
 _IRCA_REASON = (
