@@ -61,7 +61,10 @@ def test_n_wave_converges_to_airy(r):
     errs = [np.max(np.abs(transmittance(s, 7.3, 0.4, r, model=n) - airy)) for n in (4, 8, 16, 32)]
     for n, e in zip((4, 8, 16, 32), errs):
         assert e <= 8 * r**n / (1 - r) ** 2 + 1e-12
-    assert errs[-1] < 1e-4
+    # the error shrinks as waves are added (the bound above is what fixes its rate; an absolute
+    # threshold such as 1e-4 fails near r = 0.7, where 8 r^32 / (1 - r)^2 is about 1e-3)
+    assert all(later <= earlier + 1e-15 for earlier, later in zip(errs, errs[1:]))
+    assert errs[-1] < errs[0]
 
 
 @given(r=refl, model=models, psi=st.floats(0.0, 6.0), k=st.integers(-3, 3))
