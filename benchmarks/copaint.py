@@ -38,6 +38,8 @@ from subspacelab.diffusion.copaint import copaint, ddnm_inpaint, dps_inpaint, pr
 from subspacelab.metrics import boundary_mismatch, ssim
 from subspacelab.operators import inpainting_mask
 
+from _report import write_outputs
+
 
 def masks(shape, n, rng):
     return {k: inpainting_mask(k, shape, n, random_state=rng) for k in ("box", "half", "strokes")}
@@ -153,12 +155,7 @@ def main(argv=None):
     print(text)
     md = markdown(out)
     print(md)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(text + "\n")
-    if args.md_out:
-        with open(args.md_out, "w") as f:
-            f.write(md + "\n")
+    write_outputs(text, md, args.json_out, args.md_out)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ from subspacelab import CRATEEncoder
 from subspacelab.datasets import DataNotAvailableError, load_digits, load_mnist_5k
 from subspacelab.estimators._crate_forward import patchify, unpatchify
 
+from _report import write_outputs
+
 
 class ViT(nn.Module):
     """Standard pre-norm ViT classifier on pre-cut patches ``(n, N, patch_dim)``."""
@@ -283,12 +285,7 @@ def main(argv=None):
     print(text)
     md = markdown(result)
     print(md)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(text + "\n")
-    if args.md_out:
-        with open(args.md_out, "w") as f:
-            f.write(md + "\n")
+    write_outputs(text, md, args.json_out, args.md_out)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from subspacelab import GrassmannClassifier, SoftmaxVectorClassifier  # noqa: E402
 from subspacelab.datasets import DataNotAvailableError, load_digits, load_mnist_5k  # noqa: E402
 
+from _report import write_outputs
+
 KS = (1, 2, 4, 8)
 
 
@@ -262,12 +264,7 @@ def main(argv=None):
     md = markdown(results)
     print()
     print(md)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(text + "\n")
-    if args.md_out:
-        with open(args.md_out, "w") as fh:
-            fh.write(md + "\n")
+    write_outputs(text, md, args.json_out, args.md_out)
     return 0
 
 

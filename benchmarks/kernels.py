@@ -26,6 +26,8 @@ import numpy as np
 from subspacelab.kernels import sinkhorn, soft_threshold
 from subspacelab.kernels._dispatch import cudasim_enabled, available_backends
 
+from _report import write_outputs
+
 
 def best_time(fn, repeat):
     fn()  # warm-up: compiles Numba kernels, fills caches
@@ -121,12 +123,7 @@ def main(argv=None):
     md = "\n".join(lines)
     print()
     print(md)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(text + "\n")
-    if args.md_out:
-        with open(args.md_out, "w") as fh:
-            fh.write(md + "\n")
+    write_outputs(text, md, args.json_out, args.md_out)
     return 0
 
 

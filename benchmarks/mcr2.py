@@ -40,6 +40,8 @@ import warnings
 
 import numpy as np
 
+from _report import write_outputs
+
 SEED = 0
 
 # The harder generator, fixed once before MCR2Clusterer (or any baseline) was run on it.
@@ -205,12 +207,7 @@ def main(argv=None):
     md = "\n".join(lines)
     print()
     print(md)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(text + "\n")
-    if args.md_out:
-        with open(args.md_out, "w") as fh:
-            fh.write(md + "\n")
+    write_outputs(text, md, args.json_out, args.md_out)
     return 0
 
 

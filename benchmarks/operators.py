@@ -39,6 +39,8 @@ from subspacelab.datasets import make_mixture_of_low_rank_gaussians
 from subspacelab.kernels import available_backends
 from subspacelab.operators import MultiCoilMRI, ParallelBeamCT, birdcage_maps, sampling_mask, sparse_view_angles
 
+from _report import write_outputs
+
 
 def best_time(fn, repeat, sync=None):
     fn()
@@ -252,12 +254,7 @@ def main(argv=None):
     md = "\n".join(lines)
     print()
     print(md)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(text + "\n")
-    if args.md_out:
-        with open(args.md_out, "w") as fh:
-            fh.write(md + "\n")
+    write_outputs(text, md, args.json_out, args.md_out)
     return 0
 
 

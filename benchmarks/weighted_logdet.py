@@ -28,6 +28,8 @@ from subspacelab.kernels import sinkhorn, weighted_logdet
 from subspacelab.kernels._dispatch import available_backends, cudasim_enabled
 from subspacelab.rate import compressed_coding_rate
 
+from _report import write_outputs
+
 
 def best(fn, repeat):
     fn()
@@ -96,12 +98,7 @@ def main(argv=None):
     md = "\n".join(lines)
     print()
     print(md)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(text + "\n")
-    if args.md_out:
-        with open(args.md_out, "w") as fh:
-            fh.write(md + "\n")
+    write_outputs(text, md, args.json_out, args.md_out)
     return 0
 
 

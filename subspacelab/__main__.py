@@ -151,6 +151,7 @@ def bench(name, extra):
             + (f"; available: {', '.join(available)}" if available else "")
         )
     sys.argv = [str(script), *extra]
+    sys.path.insert(0, str(root))  # as `python benchmarks/NAME.py` would: scripts share _report.py
     runpy.run_path(str(script), run_name="__main__")
 
 
