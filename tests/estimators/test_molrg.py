@@ -238,3 +238,82 @@ def test_phase_transition_at_nk_about_dk():
     for d in (4, 8):
         assert _success_rate(2, d, d - 1, range(5)) == 0.0
         assert _success_rate(2, d, 2 * d, range(5)) >= 0.8
+
+
+# ---------------------------------------------------------------- solver="denoising" (torch)
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def test_denoising_solver_k1_is_pca(rng):
+    """Spec 4.2: for K = 1 the denoising loss is minimised by the top-d principal subspace."""
+    _torch()
+    U = np.linalg.qr(rng.normal(size=(10, 3)))[0]
+    X = rng.normal(size=(300, 3)) * [3.0, 2.0, 1.5] @ U.T + 0.05 * rng.normal(size=(300, 10))
+    m = MoLRGDenoiser(1, 3, solver="denoising", n_init=1, max_iter=300, random_state=0).fit(X)
+    top = np.linalg.svd(X, full_matrices=False)[2][:3].T
+    assert _subspace_error([top], _fitted_bases(m)) < 0.05
+    # the loss goes down
+    curve = np.asarray(m.loss_curve_)
+    assert len(curve) == m.n_iter_ == 300
+    assert curve[-30:].mean() < 0.8 * curve[:30].mean()
+
+
+def test_denoising_solver_recovers_separated_mixture():
+    _torch()
+    X, y, bases = make_mixture_of_low_rank_gaussians(3 * 24, 48, 3, 8, random_state=1)
+    m = MoLRGDenoiser(3, 8, solver="denoising", n_init=2, max_iter=300, random_state=0).fit(X)
+    assert _subspace_error(bases, _fitted_bases(m)) < 0.05
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(y, m.labels_) == 1.0
+    np.testing.assert_allclose(m.weights_, np.bincount(y) / len(y))
+    # the fitted model is a proper MoLRG: its exact denoiser is close to the truth's
+    truth = MoLRGDenoiser.from_subspaces(bases, variances=[np.full(8, np.mean(m.variances_))] * 3,
+                                         noise_variance=m.noise_variance_)
+    Z = X[:10] + 0.1 * np.random.default_rng(0).normal(size=(10, 48))
+    assert np.abs(m.denoise(Z, 0.1) - truth.denoise(Z, 0.1)).max() < 0.1 * np.abs(Z).max()
+
+
+def test_denoising_solver_reproducible_and_backends(backend):
+    _torch()
+    X, _, _ = make_mixture_of_low_rank_gaussians(40, 8, 2, 2, random_state=0)
+    kw = dict(solver="denoising", n_init=2, max_iter=40, random_state=3)
+    ref = MoLRGDenoiser(2, 2, **kw).fit(X)
+    np.testing.assert_array_equal(MoLRGDenoiser(2, 2, **kw).fit(X).subspaces_, ref.subspaces_)
+    with config_context(array_api_dispatch=True):
+        m = MoLRGDenoiser(2, 2, **kw).fit(backend.asarray(X))
+    assert type(m.subspaces_) is type(backend.asarray(X))
+    np.testing.assert_allclose(backend.to_numpy(m.subspaces_), ref.subspaces_, atol=1e-10)
+    np.testing.assert_array_equal(backend.to_numpy(m.labels_), ref.labels_)
+
+
+def test_denoising_solver_bad_input(rng):
+    X = rng.normal(size=(20, 4))
+    with pytest.raises(ValueError, match="solver"):
+        MoLRGDenoiser(solver="sgd").fit(X)
+    with pytest.raises(ValueError, match="center=False"):
+        MoLRGDenoiser(solver="denoising", center=True).fit(X)
+    with pytest.raises(ValueError, match="learning_rate"):
+        MoLRGDenoiser(solver="denoising", learning_rate=0.0).fit(X)
+    with pytest.raises(ValueError, match="batch_size"):
+        MoLRGDenoiser(solver="denoising", batch_size=0).fit(X)
+    with pytest.raises(ValueError, match="all-zero"):
+        MoLRGDenoiser(1, 1, solver="denoising").fit(np.zeros((5, 4)))
+
+
+@pytest.mark.slow
+def test_denoising_solver_phase_transition():
+    """The denoising-loss fit, too, fails below N_k = d_k and succeeds a few d_k above it."""
+    _torch()
+
+    def rate(n_per, seeds):
+        ok = 0
+        for seed in seeds:
+            X, _, bases = make_mixture_of_low_rank_gaussians([n_per] * 2, 48, 2, 4, random_state=seed)
+            m = MoLRGDenoiser(2, 4, solver="denoising", n_init=3, max_iter=300, random_state=seed).fit(X)
+            ok += _subspace_error(bases, _fitted_bases(m)) < 0.1
+        return ok / len(seeds)
+
+    assert rate(3, range(3)) == 0.0
+    assert rate(12, range(3)) >= 2 / 3
