@@ -40,8 +40,7 @@ templates_path = ["_templates"]
 # Module docstrings list the references of the whole module, not all of them cited in its own
 # text (their functions cite them); an uncited reference is not an error.
 suppress_warnings = ["ref.citation"]
-exclude_patterns = ["_build", "api/generated/*.examples", "auto_examples/*.ipynb", "auto_examples/*.py",
-                    "auto_examples/*.zip", "auto_examples/*.md5", "auto_examples/*.json"]
+exclude_patterns = ["_build"]
 
 # API reference: one page per public module plus the estimators, written before Sphinx reads.
 write_api_pages(os.path.join(HERE, "api"))
