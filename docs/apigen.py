@@ -123,7 +123,7 @@ def write_api_pages(outdir):
             lines += [s.summary, ""]
         lines += [f".. currentmodule:: {s.module}", ""]
         if s.callables:
-            lines += [".. autosummary::", "   :toctree: generated", "   :template: object.rst", ""]
+            lines += [".. autosummary::", "   :toctree: generated", "   :template: autosummary/object.rst", ""]
             lines += [f"   {n}" for n, _ in s.callables] + [""]
         if s.data:
             lines += ["Constants", "---------", ""]

@@ -86,3 +86,15 @@ html_theme_options = {
 }
 html_static_path = []
 html_show_sourcelink = False
+
+
+def _skip_member(app, what, name, obj, skip, options):
+    """Leave out scikit-learn's generated metadata-routing setters (``set_fit_request``, ...):
+    they are scikit-learn's API, documented there, and their docstrings cite its glossary."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_member)

@@ -212,11 +212,11 @@ class ParallelBeamCT(LinearOperator):
 
         Parameters
         ----------
-        sinogram : array of shape (*batch, n_views, n_detectors)
+        sinogram : array of shape ``(*batch, n_views, n_detectors)``
 
         Returns
         -------
-        array of shape (*batch, H, W)
+        array of shape ``(*batch, H, W)``
         """
         self._check(sinogram, self.out_shape, "sinogram")
         xp = self.xp
