@@ -1,13 +1,16 @@
 # Two entry points, both creating the virtual environment .venv on first use:
 #   make demo   runs `python -m subspacelab demo` inside it
 #   make test   runs the whole test suite (the command CI runs)
+# and the documentation site:
+#   make docs   builds docs/_build/html (warnings are errors; CI runs it after make test)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.docs-installed
 TEST_ENV := SCIPY_ARRAY_API=1 HYPOTHESIS_PROFILE=ci NUMBA_CACHE_DIR=$(CURDIR)/.numba_cache
 
-.PHONY: demo test info install
+.PHONY: demo test info install docs
 
 # torch is pinned to the CPU build that lies on disk; a loose requirement would fetch a CUDA build.
 $(STAMP): pyproject.toml requirements/nodeps.txt
@@ -30,3 +33,12 @@ info: $(STAMP)
 test: $(STAMP)
 	$(TEST_ENV) NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m cudasim tests/kernels
 	$(TEST_ENV) $(BIN)/python -m pytest
+
+# The site: API reference generated from the package, user guide (docs/*.md), and the example
+# gallery, which runs the scripts in examples/ (see docs/conf.py). Warnings are errors.
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[numba,dask,test,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(TEST_ENV) $(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html

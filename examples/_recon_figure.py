@@ -32,5 +32,5 @@ def save_figure(path, truth, recs, title):
     fig.colorbar(im, ax=axes[1, 1:], shrink=0.8, label="absolute error")
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=150)
-    plt.close(fig)
     print(f"saved {path}")
+    return fig  # left open: the documentation gallery captures open figures

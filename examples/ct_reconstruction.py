@@ -1,8 +1,12 @@
-"""Sparse-view CT (8 views, parallel beam, matched Joseph projector) of an MNI152 T1 axial slice:
-FBP, CGLS, TV (ADMM) and DDS with a MoLRG prior fitted on other slices. Saves
-ct_reconstruction.png (needs matplotlib and the nilearn wheel).
+"""
+Sparse-view CT with DDS
+=======================
 
-    python examples/ct_reconstruction.py [--size 96] [--views 8]
+Sparse-view CT (8 views, parallel beam, matched Joseph projector) of an MNI152 T1 axial slice:
+FBP, CGLS, TV (ADMM) and DDS with a MoLRG prior fitted on other slices. Saves
+ct_reconstruction.png (needs matplotlib and the nilearn wheel)::
+
+    python examples/ct_reconstruction.py [--size 96] [--views 8] [--out ct_reconstruction.png]
 """
 
 import argparse
@@ -11,7 +15,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))  # for _recon_figure
 from _recon_figure import save_figure  # noqa: E402
 
 from subspacelab import DDSReconstructor, MoLRGDenoiser  # noqa: E402

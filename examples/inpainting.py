@@ -1,11 +1,15 @@
-"""Inpainting of scikit-image's LFW faces (25 x 25): CoPaint-TT against replacement and DDS-style
-projection under one MoLRG prior fitted on the other faces, with box, half and random-stroke
-masks. Saves inpainting.png (needs matplotlib: pip install -r requirements/bench.txt).
+"""
+Coherent inpainting of faces with CoPaint
+=========================================
 
-    python examples/inpainting.py [output.png]
+Inpainting of scikit-image's LFW faces (25 x 25): CoPaint-TT against replacement and DDS-style
+projection under one MoLRG prior fitted on the other faces, with box, half and random-stroke
+masks. Saves inpainting.png (needs matplotlib and scikit-image)::
+
+    python examples/inpainting.py [--out inpainting.png]
 """
 
-import sys
+import argparse
 
 import matplotlib
 
@@ -18,6 +22,10 @@ from subspacelab import CoPaintInpainter, MoLRGDenoiser  # noqa: E402
 from subspacelab.diffusion.copaint import projection_inpaint, replacement_inpaint  # noqa: E402
 from subspacelab.metrics import boundary_mismatch  # noqa: E402
 from subspacelab.operators import inpainting_mask  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--out", default="inpainting.png")
+args = ap.parse_args()
 
 faces = lfw_subset()  # (200, 25, 25), values in [0, 1], bundled with scikit-image
 rng = np.random.default_rng(0)
@@ -53,6 +61,5 @@ for r, (name, masked, outs) in enumerate(rows):
                 a.set_title(title, fontsize=8)
         ax[0].set_ylabel(name, fontsize=8)
 fig.tight_layout()
-out = sys.argv[1] if len(sys.argv) > 1 else "inpainting.png"
-fig.savefig(out, dpi=120)
-print(f"saved {out}")
+fig.savefig(args.out, dpi=120)
+print(f"saved {args.out}")

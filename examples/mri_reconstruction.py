@@ -1,9 +1,13 @@
-"""Accelerated multi-coil MRI of an MNI152 T1 axial slice: zero-filled, CG-SENSE, TV (ADMM) and
+"""
+Accelerated multi-coil MRI with DDS
+===================================
+
+Accelerated multi-coil MRI of an MNI152 T1 axial slice: zero-filled, CG-SENSE, TV (ADMM) and
 DDS with a MoLRG prior fitted on other slices of the template. 8 birdcage coils, equispaced x8
 mask with 4 % ACS, complex noise 0.01. Saves mri_reconstruction.png (needs matplotlib and the
-nilearn wheel for the template).
+nilearn wheel for the template)::
 
-    python examples/mri_reconstruction.py [--size 96]
+    python examples/mri_reconstruction.py [--size 96] [--out mri_reconstruction.png]
 """
 
 import argparse
@@ -12,7 +16,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))  # for _recon_figure
 from _recon_figure import save_figure  # noqa: E402
 
 from subspacelab import DDSReconstructor, MoLRGDenoiser  # noqa: E402

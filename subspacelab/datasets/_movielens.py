@@ -23,6 +23,13 @@ def movielens_100k_path():
         When recbole is not installed.
     FileNotFoundError
         When the installed recbole does not ship the file.
+
+    Examples
+    --------
+    >>> import os
+    >>> from subspacelab.datasets import movielens_100k_path
+    >>> os.path.basename(movielens_100k_path())
+    'ml-100k.inter'
     """
     spec = importlib.util.find_spec("recbole")
     if spec is None or not spec.submodule_search_locations:

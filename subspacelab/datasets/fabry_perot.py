@@ -290,6 +290,13 @@ def load_earthlib_spectra(n_spectra=None, *, wavenumbers=None, random_state=None
     ------
     ImportError
         When earthlib is not installed.
+
+    Examples
+    --------
+    >>> from subspacelab.datasets import load_earthlib_spectra
+    >>> lib = load_earthlib_spectra(5, random_state=0)
+    >>> lib.spectra.shape, len(lib.names)
+    ((5, 180), 5)
     """
     root = _earthlib_dir()
     with open(os.path.join(root, "spectra.sli.hdr")) as fh:
@@ -331,6 +338,16 @@ def simulate_interferograms(transfer_matrix, spectra, *, noise=0.0, random_state
     -------
     Bunch
         ``interferograms`` (n_pixels, n_interferometers) and ``clean``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.datasets import simulate_interferograms
+    >>> rng = np.random.default_rng(0)
+    >>> A, X = rng.uniform(size=(4, 30)), rng.uniform(size=(10, 30))
+    >>> sim = simulate_interferograms(A, X)
+    >>> sim.interferograms.shape, bool(np.allclose(sim.interferograms, X @ A.T))
+    ((10, 4), True)
     """
     A = np.asarray(transfer_matrix, dtype=float)
     X = np.atleast_2d(np.asarray(spectra, dtype=float))

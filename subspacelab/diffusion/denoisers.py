@@ -35,6 +35,18 @@ def check_sigma(sigma, n, xp, device, dtype):
 
     ``sigma`` is a positive finite number or an array of shape ``()`` or ``(n,)`` (one level
     per sample) in the namespace of the data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab._backend import get_namespace
+    >>> from subspacelab.diffusion import check_sigma
+    >>> z = np.zeros((2, 5))
+    >>> xp, device = get_namespace(z)
+    >>> check_sigma(0.5, 2, xp, device, xp.float64)
+    array([0.25, 0.25])
+    >>> check_sigma(np.array([1.0, 2.0]), 2, xp, device, xp.float64)  # one level per sample
+    array([1., 4.])
     """
     if isinstance(sigma, bool) or not (isinstance(sigma, numbers.Real) or hasattr(sigma, "shape")):
         raise TypeError(f"sigma must be a positive number or an array, got {type(sigma).__name__}")
@@ -58,6 +70,23 @@ class DenoiserMixin:
 
     ``exact`` is True for analytic priors (exact posterior means), which tests use to choose
     tolerances.
+
+    Examples
+    --------
+    A denoiser only needs ``denoise(z, sigma)``; the mixin adds calling and the score. Here the
+    exact posterior mean under a standard normal prior, ``z / (1 + sigma**2)``:
+
+    >>> import numpy as np
+    >>> from subspacelab.diffusion import DenoiserMixin
+    >>> class StandardNormalPrior(DenoiserMixin):
+    ...     exact = True
+    ...     def denoise(self, z, sigma):
+    ...         return z / (1.0 + sigma**2)
+    >>> D = StandardNormalPrior()
+    >>> D(np.array([[2.0, -1.0]]), 1.0)
+    array([[ 1. , -0.5]])
+    >>> D.score_function(np.array([[2.0, -1.0]]), 1.0)  # (D(z) - z) / sigma^2 = -z / 2
+    array([[-1. ,  0.5]])
     """
 
     exact = False
@@ -111,13 +140,29 @@ def tweedie(denoiser, x_t, scale, noise):
 
 
 def vp_sigma(alpha_bar):
-    r"""VE noise level equivalent to a VP time: :math:`\sigma = \sqrt{(1-\bar\alpha)/\bar\alpha}`."""
+    r"""VE noise level equivalent to a VP time: :math:`\sigma = \sqrt{(1-\bar\alpha)/\bar\alpha}`.
+
+    Examples
+    --------
+    >>> from subspacelab.diffusion import vp_sigma
+    >>> float(vp_sigma(0.5)), float(vp_sigma(0.2))
+    (1.0, 2.0)
+    """
     check_param("alpha_bar", alpha_bar, "real", low=0.0, high=1.0, closed="right")
     return math.sqrt((1.0 - alpha_bar) / alpha_bar)
 
 
 def sigma_to_alpha_bar(sigma):
-    r"""Inverse of :func:`vp_sigma`: :math:`\bar\alpha = 1/(1+\sigma^2)`."""
+    r"""Inverse of :func:`vp_sigma`: :math:`\bar\alpha = 1/(1+\sigma^2)`.
+
+    Examples
+    --------
+    >>> from subspacelab.diffusion import sigma_to_alpha_bar, vp_sigma
+    >>> sigma_to_alpha_bar(1.0)
+    0.5
+    >>> float(vp_sigma(sigma_to_alpha_bar(3.0)))
+    3.0
+    """
     check_param("sigma", sigma, "real", low=0.0)
     return 1.0 / (1.0 + sigma**2)
 

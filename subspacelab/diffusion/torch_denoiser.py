@@ -228,7 +228,7 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array of shape (n_samples, *sample_shape) as in fit
+        X : array of shape ``(n_samples, *sample_shape)`` as in fit
         sigma : float > 0 or array of shape (n_samples,)
         """
         check_is_fitted(self, "network_")

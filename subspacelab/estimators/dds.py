@@ -214,7 +214,7 @@ class DDSReconstructor(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array of shape (n_samples, *operator.in_shape) or (n_samples, n_pixels)
+        X : array of shape ``(n_samples, *operator.in_shape)`` or ``(n_samples, n_pixels)``
             Clean training images, real or (for a complex operator) complex.
         """
         self._check_params()
@@ -254,12 +254,12 @@ class DDSReconstructor(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array of shape (n_samples, *operator.out_shape) or (n_samples, prod(out_shape))
+        X : array of shape ``(n_samples, *operator.out_shape)`` or ``(n_samples, prod(out_shape))``
             Measurements :math:`y` (real, or complex for a complex operator).
 
         Returns
         -------
-        array of shape (n_samples, *image_shape) (or flattened, like ``X``)
+        array of shape ``(n_samples, *image_shape)`` (or flattened, like ``X``)
             Real images, or complex if ``fit`` saw complex images.
         """
         return self._reconstruct(X, "predict")

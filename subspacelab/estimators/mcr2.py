@@ -164,7 +164,7 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         ``n_features_in_`` for the membership solver).
     n_clusters_ : int
         Number of clusters used.
-    subspace_bases_ : array of shape (n_clusters_, d, r)
+    subspace_bases_ : array of shape ``(n_clusters_, d, r)``
         Orthonormal basis of each cluster's subspace (leading right singular vectors of its
         embedded points, enough to keep 90% of their energy; zero-padded), used by
         :meth:`predict`.

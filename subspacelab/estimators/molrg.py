@@ -263,11 +263,11 @@ class MoLRGDenoiser(DenoiserMixin, ClusterMixin, TransformerMixin, BaseEstimator
 
     Attributes
     ----------
-    subspaces_ : array of shape (n_components, n_features, max(subspace_dims_))
+    subspaces_ : array of shape ``(n_components, n_features, max(subspace_dims_))``
         Orthonormal bases :math:`U_k` (columns), zero-padded to a common width.
     subspace_dims_ : list of int
     means_ : array of shape (n_components, n_features)
-    variances_ : array of shape (n_components, max(subspace_dims_))
+    variances_ : array of shape ``(n_components, max(subspace_dims_))``
         Latent variances :math:`\lambda_k` (0 in padding).
     noise_variance_ : float
         :math:`\delta^2`.
@@ -585,7 +585,7 @@ class MoLRGDenoiser(DenoiserMixin, ClusterMixin, TransformerMixin, BaseEstimator
 
     def transform(self, X):
         """Subspace coordinates :math:`U_k^T(x - \\mu_k)` of every component, concatenated:
-        shape (n_samples, sum(subspace_dims_))."""
+        shape ``(n_samples, sum(subspace_dims_))``."""
         X, xp, _ = self._check_input(X, "transform")
         parts = []
         for k, d in enumerate(self.subspace_dims_):

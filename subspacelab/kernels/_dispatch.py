@@ -86,7 +86,14 @@ def cuda_available():
 
 
 def available_backends():
-    """Implementations that can run in this process, ``"generic"`` first."""
+    """Implementations that can run in this process, ``"generic"`` first.
+
+    Examples
+    --------
+    >>> from subspacelab.kernels import available_backends
+    >>> available_backends()[0]
+    'generic'
+    """
     out = ["generic"]
     if numba_available():
         out.append("numba")

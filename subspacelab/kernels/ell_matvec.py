@@ -32,12 +32,12 @@ def ell_matvec(indices, weights, x, *, backend="auto"):
         Column indices, in ``[0, n_in)``.
     weights : real array of shape (n_out, k)
         Entry values; cast to the dtype of ``x``.
-    x : real floating array of shape (*batch, n_in)
+    x : real floating array of shape ``(*batch, n_in)``
     backend : {"auto", "generic", "numba", "cuda"}
 
     Returns
     -------
-    array of shape (*batch, n_out)
+    array of shape ``(*batch, n_out)``
         In the namespace, device and dtype of ``x``.
 
     Examples

@@ -35,6 +35,18 @@ class LMResult(NamedTuple):
     status : array of int, shape (n_items,)
         1 converged (relative cost decrease or step below ``tol``), 0 ``max_iter`` reached,
         2 stalled (the damping overflowed without finding a descent step).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.kernels import LMResult, levenberg_marquardt
+    >>> from subspacelab.optics import transmittance
+    >>> s = np.linspace(1.0, 2.0, 200)
+    >>> y = transmittance(s, 10.0, 1.0, 0.3, 2.0)[None, :]
+    >>> ones = np.ones((200, 1))
+    >>> res = levenberg_marquardt(y, s[:, None], ones, ones, ones, np.array([[10.01, 1.1, 0.2, 1.8]]))
+    >>> isinstance(res, LMResult), res.params.shape, res.status.tolist()
+    (True, (1, 4), [1])
     """
 
     params: object

@@ -32,6 +32,16 @@ class SinkhornResult(NamedTuple):
         for the returned plan up to rounding.
     converged : bool
         ``marginal_error <= tol`` (always False when ``tol`` is None, since no test was made).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.kernels import SinkhornResult, sinkhorn
+    >>> res = sinkhorn(np.array([[1.0, 0.2], [0.2, 1.0]]), eta=0.175)
+    >>> isinstance(res, SinkhornResult), bool(res.converged)
+    (True, True)
+    >>> np.round(res.plan.sum(axis=0), 6)  # doubly stochastic
+    array([1., 1.])
     """
 
     plan: object

@@ -28,6 +28,14 @@ def hash_buckets(seed, groups, cols, sketch_size, xp):
     mixer whose products stay below 2**59, so int64 never overflows on any backend; the bucket
     is ``h mod s`` and the sign ``1 - 2 * bit31(h)``. The Numba and CUDA kernels evaluate the
     same formula (``_rowsolve_core.sketch_hash``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.kernels.sketch import hash_buckets
+    >>> bucket, sign = hash_buckets(0, np.array([0, 1]), np.array([0, 1, 2, 0, 1, 2]), 4, np)
+    >>> bucket.shape, bool(((bucket >= 0) & (bucket < 4)).all()), sorted(set(sign.tolist())) in ([-1], [1], [-1, 1])
+    ((6,), True, True)
     """
     B = groups.shape[0]
     D = cols.shape[0] // B if B else 0

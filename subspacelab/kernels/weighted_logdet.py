@@ -23,6 +23,16 @@ class WeightedLogdetResult(NamedTuple):
         :math:`\log\det M_j`.
     quadratic : array of shape (n, m), or None
         :math:`z_i^\top M_j^{-1} z_i` when ``return_quadratic`` was set.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.kernels import WeightedLogdetResult, weighted_logdet
+    >>> res = weighted_logdet(np.eye(2), np.array([[1.0, 0.5], [0.0, 0.5]]), 2.0)
+    >>> isinstance(res, WeightedLogdetResult), res.quadratic is None
+    (True, True)
+    >>> np.round(np.exp(res.logdet), 6)
+    array([3., 4.])
     """
 
     logdet: object

@@ -170,6 +170,20 @@ def task_accuracies(model, heads, tasks, split="test"):
     heads : list of callables
     tasks : list of Bunch with ``X_<split>`` and ``y_<split>``
     split : {"train", "val", "test"}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from sklearn.utils import Bunch
+    >>> from subspacelab.merging import task_accuracies
+    >>> backbone = torch.nn.Identity()
+    >>> backbone.register_parameter("w", torch.nn.Parameter(torch.zeros(())))  # gives a dtype
+    >>> tasks = [Bunch(X_test=np.eye(3), y_test=np.array([0, 1, 2])),
+    ...          Bunch(X_test=np.eye(3), y_test=np.array([2, 1, 0]))]
+    >>> heads = [lambda Z: Z, lambda Z: Z.flip(-1)]
+    >>> task_accuracies(backbone, heads, tasks)
+    array([1., 1.])
     """
     torch = lazy_import("torch")
     check_param("split", split, "option", options=("train", "val", "test"))

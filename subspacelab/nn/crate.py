@@ -63,7 +63,15 @@ def _check_mode(mode):
 
 class PatchEmbedding(nn.Module):
     """Unit (patch or token) embedding: ``LN(unit_dim) -> Linear -> LN(dim)`` in code mode
-    (the input LayerNorm only when ``input_norm``), a plain Linear in paper mode."""
+    (the input LayerNorm only when ``input_norm``), a plain Linear in paper mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.crate import PatchEmbedding
+    >>> PatchEmbedding(unit_dim=16, dim=8)(torch.randn(3, 4, 16)).shape
+    torch.Size([3, 4, 8])
+    """
 
     def __init__(self, unit_dim, dim, *, mode="code", input_norm=True):
         super().__init__()
@@ -88,6 +96,14 @@ class MSSA(nn.Module):
     Paper mode: :math:`\beta \sum_k A_k (Z U_k) U_k^\top` with :math:`A_k = \mathrm{softmax}(G_k)`
     (or :math:`G_k` itself for ``attention="linear"``), :math:`G_k = (ZU_k)(ZU_k)^\top` and
     :math:`\beta = p/(N\varepsilon^2)` from the number ``N`` of tokens of the input.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.crate import MSSA
+    >>> attn = MSSA(dim=8, heads=2, dim_head=4)
+    >>> attn(torch.randn(3, 5, 8)).shape
+    torch.Size([3, 5, 8])
     """
 
     def __init__(self, dim, heads, dim_head, *, mode="code", eps_sq=0.01, attention="softmax"):
@@ -141,6 +157,14 @@ class ISTA(nn.Module):
     with :math:`S^+_t(x) = \max(x - t, 0)` (:func:`subspacelab.kernels.soft_threshold`).
     ``weight`` is :math:`D` (Kaiming-uniform initialised, bound :math:`\sqrt{6/d}`, as the
     authors' code).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.crate import ISTA
+    >>> out = ISTA(dim=8)(torch.randn(3, 5, 8))
+    >>> out.shape, bool((out >= 0).all())  # non-negative lasso step
+    (torch.Size([3, 5, 8]), True)
     """
 
     def __init__(self, dim, *, step=0.1, lam=0.1):
@@ -156,7 +180,16 @@ class ISTA(nn.Module):
 
 
 class CRATELayer(nn.Module):
-    """One encoder layer: compression (MSSA step) then sparsification (ISTA step)."""
+    """One encoder layer: compression (MSSA step) then sparsification (ISTA step).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.crate import CRATELayer
+    >>> layer = CRATELayer(dim=8, heads=2, dim_head=4)
+    >>> layer(torch.randn(3, 5, 8)).shape
+    torch.Size([3, 5, 8])
+    """
 
     def __init__(self, dim, heads, dim_head, *, mode="code", ista_step=0.1, ista_lambda=0.1, eps_sq=0.01,
                  compression_step=None, attention="softmax"):
@@ -185,7 +218,16 @@ class CRATELayer(nn.Module):
 class CRATEDecoderLayer(nn.Module):
     r"""One decoder layer, the inverse of an encoder layer in reverse order (authors' ``crate_ae``):
     apply the dictionary (:math:`Z D^\top`), then undo a compression step
-    (code: ``h - MSSA(LN(h))``; paper: :math:`(1+\kappa\beta) H - \kappa\beta\,\mathrm{MSSA}(H)`)."""
+    (code: ``h - MSSA(LN(h))``; paper: :math:`(1+\kappa\beta) H - \kappa\beta\,\mathrm{MSSA}(H)`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.crate import CRATEDecoderLayer
+    >>> layer = CRATEDecoderLayer(dim=8, heads=2, dim_head=4)
+    >>> layer(torch.randn(3, 5, 8)).shape
+    torch.Size([3, 5, 8])
+    """
 
     def __init__(self, dim, heads, dim_head, *, mode="code", eps_sq=0.01, compression_step=None):
         super().__init__()
@@ -243,6 +285,14 @@ class CRATE(nn.Module):
     input_norm : bool
         LayerNorm of the units before the embedding (code mode; the authors' image embedding).
     pool : {"cls", "mean"}
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.crate import CRATE
+    >>> net = CRATE(unit_dim=16, n_units=4, dim=8, depth=2, heads=2, n_classes=3)
+    >>> net(torch.zeros(5, 4, 16)).shape  # logits of 5 samples of 4 units each
+    torch.Size([5, 3])
     """
 
     def __init__(self, unit_dim, n_units, *, dim=64, depth=4, heads=4, dim_head=None, mode="code", ista_step=0.1,
@@ -332,7 +382,19 @@ class CRATE(nn.Module):
 class Lion(torch.optim.Optimizer):
     r"""The Lion optimiser (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"),
     used by the CRATE paper: :math:`\theta \leftarrow \theta - \mathrm{lr}\,(\mathrm{sign}(\beta_1
-    m + (1-\beta_1) g) + \mathrm{wd}\,\theta)`, then :math:`m \leftarrow \beta_2 m + (1-\beta_2) g`."""
+    m + (1-\beta_1) g) + \mathrm{wd}\,\theta)`, then :math:`m \leftarrow \beta_2 m + (1-\beta_2) g`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.crate import Lion
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    >>> opt = Lion([w], lr=0.1)
+    >>> (w ** 2).sum().backward()
+    >>> opt.step()
+    >>> w.detach()  # each coordinate moves by lr against the sign of its gradient
+    tensor([ 0.9000, -0.9000])
+    """
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
@@ -412,7 +474,19 @@ def _official_to_ours(state_dict):
 
 
 def to_official_state_dict(module):
-    """The state dict of a code-mode :class:`CRATE` under the authors' parameter names."""
+    """The state dict of a code-mode :class:`CRATE` under the authors' parameter names.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.crate import CRATE, load_official_state_dict, to_official_state_dict
+    >>> net = CRATE(unit_dim=16, n_units=4, dim=8, depth=1, heads=2, n_classes=3)
+    >>> sd = to_official_state_dict(net)
+    >>> copy = CRATE(unit_dim=16, n_units=4, dim=8, depth=1, heads=2, n_classes=3)
+    >>> copy = load_official_state_dict(copy, sd)
+    >>> bool(torch.equal(copy(torch.ones(1, 4, 16)), net(torch.ones(1, 4, 16))))
+    True
+    """
     if module.mode != "code" or module.decoder_depth:
         raise ValueError("only a code-mode CRATE classifier without decoder has the official layout")
     inverse = {v: k for k, v in _OFFICIAL_FIXED.items()}
@@ -432,6 +506,16 @@ def load_official_state_dict(module, state_dict):
 
     Every parameter must be present with the right shape (strict loading); wrappers
     ``{"model": ...}``, ``{"state_dict": ...}`` and a ``module.`` prefix are accepted.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.crate import CRATE, load_official_state_dict, to_official_state_dict
+    >>> src = CRATE(unit_dim=16, n_units=4, dim=8, depth=1, heads=2, n_classes=3)
+    >>> dst = CRATE(unit_dim=16, n_units=4, dim=8, depth=1, heads=2, n_classes=3)
+    >>> dst = load_official_state_dict(dst, {"model": to_official_state_dict(src)})  # wrappers accepted
+    >>> bool(torch.equal(dst(torch.ones(1, 4, 16)), src(torch.ones(1, 4, 16))))
+    True
     """
     if module.mode != "code":
         raise ValueError("the authors' checkpoints are in the code-mode layout: build CRATE(mode='code')")
@@ -447,7 +531,17 @@ def load_official_state_dict(module, state_dict):
 def from_official_state_dict(state_dict, *, heads, pool="cls", ista_step=0.1, ista_lambda=0.1):
     """Build a code-mode :class:`CRATE` from an authors' checkpoint, reading the sizes off the
     parameter shapes (``heads`` cannot be read off: ``qkv`` stacks heads x dim_head rows; the
-    released models use ``dim_head = dim / heads``)."""
+    released models use ``dim_head = dim / heads``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.crate import CRATE, from_official_state_dict, to_official_state_dict
+    >>> src = CRATE(unit_dim=16, n_units=4, dim=8, depth=2, heads=2, n_classes=3)
+    >>> net = from_official_state_dict(to_official_state_dict(src), heads=2)
+    >>> bool(torch.equal(net(torch.ones(1, 4, 16)), src(torch.ones(1, 4, 16))))
+    True
+    """
     ours = _official_to_ours(state_dict)
     unit_dim = ours["embed.proj.weight"].shape[1]
     dim = ours["embed.proj.weight"].shape[0]

@@ -79,6 +79,15 @@ class EDMUNet(nn.Module):
         Channel multiplier per level (one pooling between consecutive levels).
     sigma_data : float
         :math:`\sigma_d`, the standard deviation of the training data.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from subspacelab.nn.unet import EDMUNet
+    >>> net = EDMUNet(in_channels=1, base_channels=8)
+    >>> x = torch.randn(2, 1, 8, 8)
+    >>> net(x, torch.tensor([0.5, 1.0])).shape  # D(x, sigma), one sigma per image
+    torch.Size([2, 1, 8, 8])
     """
 
     def __init__(self, in_channels=1, base_channels=32, channel_mult=(1, 2), sigma_data=0.5):

@@ -19,6 +19,15 @@ def inner(a, b, xp, event_ndim):
     """Inner products ``<a, b> = sum conj(a) * b`` over the last ``event_ndim`` axes.
 
     Returns an array of shape ``a.shape[:-event_ndim]`` (complex for complex input).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.operators import inner
+    >>> inner(np.ones((2, 3)), np.arange(6.0).reshape(2, 3), np, 1)
+    array([ 3., 12.])
+    >>> inner(np.array([1j, 1.0]), np.array([1j, 1.0]), np, 1)  # conjugates its first argument
+    np.complex128(2+0j)
     """
     batch = a.shape[: a.ndim - event_ndim]
     a2 = xp.reshape(a, (*batch, -1))
@@ -44,6 +53,28 @@ class LinearOperator:
         ``(prod(out_shape), prod(in_shape))``, the size of the equivalent matrix.
     complex_input : bool
         Whether the operator accepts complex input. Real operators (CT) reject it.
+
+    Examples
+    --------
+    A diagonal operator needs only its shapes, ``_forward`` and ``_adjoint``:
+
+    >>> import numpy as np
+    >>> from subspacelab.operators import LinearOperator, opnorm
+    >>> class Diagonal(LinearOperator):
+    ...     def __init__(self, d):
+    ...         self.d = d
+    ...         self.in_shape = self.out_shape = d.shape
+    ...     def _forward(self, x):
+    ...         return self.d * x
+    ...     def _adjoint(self, y):
+    ...         return np.conj(self.d) * y
+    >>> A = Diagonal(np.array([1.0, -3.0, 2.0]))
+    >>> A.forward(np.ones(3)), A.shape
+    (array([ 1., -3.,  2.]), (3, 3))
+    >>> (2 * A).H.forward(np.ones(3))
+    array([ 2., -6.,  4.])
+    >>> round(opnorm(A), 6)
+    3.0
     """
 
     in_shape: tuple = ()
@@ -215,6 +246,13 @@ def opnorm(op, n_iter=100, tol=1e-8, random_state=0, dtype=None):
     Returns
     -------
     float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.operators import Inpainting, opnorm
+    >>> round(opnorm(3.0 * Inpainting(np.array([1.0, 0.0, 1.0]))), 6)
+    3.0
     """
     import numpy as np
 

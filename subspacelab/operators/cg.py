@@ -31,6 +31,15 @@ class CGResult(NamedTuple):
         :math:`\\|b - H x\\|` of each system, from the recursively updated residual.
     converged : array of bool
         Whether each system reached ``max(tol * ||b||, atol)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.operators import CGResult, conjugate_gradient
+    >>> H = np.array([[4.0, 1.0], [1.0, 3.0]])
+    >>> res = conjugate_gradient(lambda v: v @ H.T, np.array([1.0, 2.0]), tol=1e-12)
+    >>> isinstance(res, CGResult), bool(res.converged), bool(np.allclose(H @ res.x, [1.0, 2.0]))
+    (True, True, True)
     """
 
     x: object

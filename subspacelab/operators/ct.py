@@ -28,13 +28,28 @@ __all__ = ["ParallelBeamCT", "limited_angle_angles", "sparse_view_angles"]
 
 
 def sparse_view_angles(n_views):
-    """DDS sparse-view geometry: ``k * 180 / n_views`` degrees for ``k < n_views``."""
+    """DDS sparse-view geometry: ``k * 180 / n_views`` degrees for ``k < n_views``.
+
+    Examples
+    --------
+    >>> from subspacelab.operators import sparse_view_angles
+    >>> [float(a) for a in sparse_view_angles(4)]
+    [0.0, 45.0, 90.0, 135.0]
+    """
     check_param("n_views", n_views, "int", low=1)
     return np.arange(n_views) * (180.0 / n_views)
 
 
 def limited_angle_angles(n_angles=120):
-    """DDS limited-angle geometry: ``0, 1, ..., n_angles - 1`` degrees (DDS uses 120)."""
+    """DDS limited-angle geometry: ``0, 1, ..., n_angles - 1`` degrees (DDS uses 120).
+
+    Examples
+    --------
+    >>> from subspacelab.operators import limited_angle_angles
+    >>> angles = limited_angle_angles(4)
+    >>> [float(a) for a in angles]
+    [0.0, 1.0, 2.0, 3.0]
+    """
     check_param("n_angles", n_angles, "int", low=1, high=180)
     return np.arange(n_angles, dtype=np.float64)
 
@@ -197,11 +212,11 @@ class ParallelBeamCT(LinearOperator):
 
         Parameters
         ----------
-        sinogram : array of shape (*batch, n_views, n_detectors)
+        sinogram : array of shape ``(*batch, n_views, n_detectors)``
 
         Returns
         -------
-        array of shape (*batch, H, W)
+        array of shape ``(*batch, H, W)``
         """
         self._check(sinogram, self.out_shape, "sinogram")
         xp = self.xp

@@ -56,7 +56,16 @@ def fft2c(x):
 
 
 def ifft2c(y):
-    """Inverse (and adjoint) of :func:`fft2c`."""
+    """Inverse (and adjoint) of :func:`fft2c`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.operators import fft2c, ifft2c
+    >>> x = np.random.default_rng(0).normal(size=(8, 8))
+    >>> bool(np.allclose(ifft2c(fft2c(x)), x))
+    True
+    """
     xp, _ = get_namespace(y, names=["y"])
     y = _complex(y, xp)
     return xp.fft.fftshift(xp.fft.ifftn(xp.fft.ifftshift(y, axes=_AXES), axes=_AXES, norm="ortho"), axes=_AXES)
@@ -162,6 +171,14 @@ def birdcage_maps(shape, n_coils=8, radius=1.5, *, xp=None, device=None, dtype=N
     Returns
     -------
     array of shape (n_coils, H, W), complex
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.operators import birdcage_maps
+    >>> S = birdcage_maps((16, 16), n_coils=4)
+    >>> S.shape, bool(np.allclose(np.sum(np.abs(S) ** 2, axis=0), 1.0))
+    ((4, 16, 16), True)
     """
     check_param("n_coils", n_coils, "int", low=1)
     check_param("radius", radius, "real", low=1.0, closed="neither")
@@ -182,7 +199,15 @@ def birdcage_maps(shape, n_coils=8, radius=1.5, *, xp=None, device=None, dtype=N
 
 
 class SamplingMask(NamedTuple):
-    """A k-space sampling mask and its realised acceleration ``H * W / n_sampled``."""
+    """A k-space sampling mask and its realised acceleration ``H * W / n_sampled``.
+
+    Examples
+    --------
+    >>> from subspacelab.operators import SamplingMask, sampling_mask
+    >>> m = sampling_mask((32, 32), "equispaced", acceleration=4, center_fraction=0.08, random_state=0)
+    >>> isinstance(m, SamplingMask), m.mask.shape, bool(m.acceleration > 1)
+    (True, (32, 32), True)
+    """
 
     mask: np.ndarray
     acceleration: float
