@@ -210,6 +210,18 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
     :math:`O(|\Omega| + (m+n)k)` (the generic array-API path adds a padded copy of at most
     :math:`2|\Omega| + m + n` indices).
 
+    **Dask input.** ``fit`` also accepts a ``dask.array.Array`` whose chunks are NumPy arrays
+    (NaN = missing) or ``scipy.sparse`` matrices (stored = observed). It runs blocked
+    alternating least squares: every chunk is read once into row blocks (the row chunks of
+    ``X``) and column blocks, persisted where Dask keeps data (on the workers of a
+    ``distributed`` cluster); at each half-step the factors, :math:`O((m+n)k)`, are broadcast
+    and every block solves its own rows or columns with the same per-row kernel as the
+    in-memory fit. The observations are never gathered in one place, so the data may exceed
+    the memory of any one machine while the factors fit in the caller's. Results equal the
+    in-memory fit (to rounding; bit for bit in our tests). Fitted attributes are NumPy arrays;
+    ``transform``, ``score`` and ``fit_transform`` return in-memory results.
+    ``sample_splitting=True`` is not available for Dask input.
+
     **Backends.** NumPy input runs the Numba kernels; with scikit-learn's
     ``array_api_dispatch`` on, array_api_strict and torch CPU inputs run the generic array-API
     kernels and CUDA arrays the numba.cuda kernels, and fitted attributes stay in the input's
@@ -346,7 +358,8 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array of shape (m, n) with NaN for missing entries, or scipy.sparse matrix whose
-            stored entries are the observations (implicit zeros are missing).
+            stored entries are the observations (implicit zeros are missing), or a Dask array
+            with chunks of either kind (blocked ALS, see Notes).
         y : ignored
 
         Returns
