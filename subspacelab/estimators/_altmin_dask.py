@@ -12,8 +12,6 @@ observations are never gathered in one place, and the dense matrix is never form
 from __future__ import annotations
 
 import math
-import threading
-from contextlib import nullcontext
 
 import numpy as np
 import scipy.linalg
@@ -21,25 +19,11 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from .._backend import check_random_state
+from .._dask import current_client, kernel_guard
 from ..kernels.masked_normal_eq import masked_normal_eq
 from ..kernels.residual import sampled_residual
 
 __all__ = ["fit_dask"]
-
-# Numba's "workqueue" threading layer must not be entered from two threads at once; Dask's
-# threaded scheduler would do that, so kernel calls are serialised unless the layer is safe.
-_WORKQUEUE_LOCK = threading.Lock()
-
-
-def _kernel_guard():
-    try:
-        import numba
-
-        layer = numba.threading_layer()
-    except (ImportError, ValueError):  # numba absent (generic kernels) or no parallel call yet
-        layer = None
-    return nullcontext() if layer in ("omp", "tbb") else _WORKQUEUE_LOCK
-
 
 class _Block:
     """Observations of a range ``[lo, hi)`` of rows (CSR) or of columns (CSC), sorted like the
@@ -141,7 +125,7 @@ def _block_solve(b, F, shift, x0, ridge, count_scaled, method, n_steps, tol, ske
             x0 = np.concatenate([np.zeros((b.lo, x0.shape[1]), dtype=x0.dtype), x0])
         if count_scaled:
             lam = np.concatenate([np.zeros(b.lo, dtype=F.dtype), lam])
-    with _kernel_guard():
+    with kernel_guard():
         sol = masked_normal_eq(
             indptr, b.indices, data, F, lam, method=method, x0=x0, n_steps=n_steps, tol=tol,
             sketch_size=sketch_size, seed=seed, check_input=False,
@@ -155,22 +139,13 @@ def _block_rss(b, U_rows, V, a_rows, c, mu_t):
     local = np.repeat(np.arange(b.hi - b.lo, dtype=np.int64), b.degree)
     if a_rows is not None:
         target = target - a_rows[local] - c[b.indices]
-    with _kernel_guard():
+    with kernel_guard():
         r = sampled_residual(local, b.indices, target, U_rows, V, check_input=False)
     return float(np.sum(r.astype(np.float64) ** 2))
 
 
 def _even_edges(size, n_groups):
     return np.array([size * g // n_groups for g in range(n_groups + 1)], dtype=np.int64)
-
-
-def _current_client():
-    try:
-        from distributed import get_client
-
-        return get_client()
-    except (ImportError, ValueError):
-        return None
 
 
 def fit_dask(est, X):
@@ -251,7 +226,7 @@ def fit_dask(est, X):
     y_rms = math.sqrt(sum(sumsq) / nnz) or 1.0
     p_hat = nnz / (m * n)
 
-    client = _current_client()
+    client = current_client()
 
     def share(arr):
         """One copy per worker of a broadcast array (a scatter on a distributed cluster)."""

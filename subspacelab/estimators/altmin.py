@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 
@@ -22,6 +21,7 @@ from .._backend import (
     move_to,
     to_numpy,
 )
+from .._dask import is_dask_collection
 from .._validation import check_param, validate_input
 from ..kernels._bucketed import bucket_layout
 from ..kernels._dispatch import select_backend
@@ -33,12 +33,6 @@ __all__ = ["AltMinCompleter", "backend_parity", "demo_row"]
 _SOLVERS = ("exact", "cg", "sketch")
 _CENTERS = ("none", "global", "biases")
 _INITS = ("svd", "random")
-
-
-def _is_dask_collection(X):
-    """Whether X is a Dask collection (dask is imported whenever one exists)."""
-    dask = sys.modules.get("dask")
-    return dask is not None and dask.is_dask_collection(X)
 
 
 class _Pattern:
@@ -371,7 +365,7 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
 
     def _fit(self, X):
         self._check_params()
-        if _is_dask_collection(X):
+        if is_dask_collection(X):
             from ._altmin_dask import fit_dask
 
             return fit_dask(self, X)
