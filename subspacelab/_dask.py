@@ -6,7 +6,7 @@ import sys
 import threading
 from contextlib import nullcontext
 
-__all__ = ["is_dask_collection", "kernel_guard", "current_client"]
+__all__ = ["current_client", "is_dask_collection", "kernel_guard"]
 
 # Numba's "workqueue" threading layer must not be entered from two threads at once; Dask's
 # threaded scheduler would do that, so kernel calls are serialised unless the layer is safe.

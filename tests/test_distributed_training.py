@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-import torch.distributed as dist  # noqa: E402
+import torch.distributed as dist
 
-from subspacelab import CRATEEncoder  # noqa: E402
-from subspacelab.diffusion import TorchDenoiser  # noqa: E402
-from subspacelab.nn import ddp  # noqa: E402
+from subspacelab import CRATEEncoder
+from subspacelab.diffusion import TorchDenoiser
+from subspacelab.nn import ddp
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
 

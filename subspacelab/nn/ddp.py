@@ -25,7 +25,7 @@ import tempfile
 import torch
 import torch.distributed as dist
 
-__all__ = ["check_distributed", "spawn", "shard", "LossModule", "wrap", "all_reduce_sum"]
+__all__ = ["LossModule", "all_reduce_sum", "check_distributed", "shard", "spawn", "wrap"]
 
 
 def check_distributed(value):

@@ -67,7 +67,7 @@ def test_dask_fit_equals_the_in_memory_fit(params, chunks):
 def test_sparse_chunks_observe_stored_entries():
     """scipy.sparse chunks follow the in-memory sparse convention (stored = observed, zeros
     included) and give the in-memory sparse fit."""
-    X, M = _data(seed=3)
+    X, _ = _data(seed=3)
     r, c = np.nonzero(~np.isnan(X))
     vals = X[r, c].copy()
     vals[::7] = 0.0  # explicit zeros are observations
@@ -77,7 +77,7 @@ def test_sparse_chunks_observe_stored_entries():
 
 
 def test_float32_is_preserved_and_close():
-    X, M = _data(seed=2)
+    X, _ = _data(seed=2)
     X32 = X.astype(np.float32)
     ref, got = _pair(X32, da.from_array(X32, chunks=(40, 40)), rank=3, random_state=0)
     assert got.row_factors_.dtype == np.float32 and got.components_.dtype == np.float32
@@ -182,3 +182,20 @@ def test_bad_dask_input_is_named():
         AltMinCompleter(rank=3).fit(da.from_array(S, chunks=(40, 80), asarray=False))
     with pytest.raises(ValueError, match="X is empty"):
         AltMinCompleter(rank=1).fit(da.zeros((0, 5), chunks=1))
+
+
+def test_generated_dask_problem_is_recovered_like_in_memory():
+    """make_dask_low_rank_completion builds sparse chunks lazily; the fit on it equals the
+    in-memory fit of the same entries and recovers U V^T."""
+    from subspacelab.datasets import make_dask_low_rank_completion
+
+    d = make_dask_low_rank_completion(400, 120, 3, 12_000, row_chunk=100, random_state=3)
+    assert d.X.numblocks == (4, 1) and sp.issparse(d.X._meta)
+    S = d.X.compute()
+    assert S.nnz == 12_000
+    ref, got = _pair(sp.csr_matrix(S), d.X, rank=3, random_state=0)
+    np.testing.assert_allclose(_completed(got), _completed(ref), atol=1e-8)
+    M = np.concatenate([d.left_factor(b) for b in range(4)]) @ d.right_factor().T
+    assert np.linalg.norm(_completed(got) - M) / np.linalg.norm(M) < 1e-8
+    with pytest.raises(ValueError, match="rank"):
+        make_dask_low_rank_completion(10, 5, 6, 20)
