@@ -40,7 +40,7 @@ def main():
     print(f"{args.rows} x {args.cols} matrix, {args.observed} observed entries "
           f"(dense form: {dense_gb:.1f} GB), {data.X.numblocks[0]} row chunks")
 
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         print("cluster:", client)
         est = AltMinCompleter(rank=args.rank, n_iter=15, tol=1e-4, verbose=1, random_state=0)

@@ -26,7 +26,7 @@ def main():
     X, y = load_digits()  # intensities in [0, 1]
     grid = {"subspace_dim": [2, 4, 8], "scale": [10.0, 25.0]}
     search = GridSearchCV(GrassmannClassifier(n_epochs=5, random_state=0), grid, cv=3, n_jobs=-1)
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
         print("cluster:", client)
         t0 = time.perf_counter()
         with joblib.parallel_config(backend="dask"):

@@ -35,7 +35,7 @@ def main():
     n_pix = int(np.prod(acq.data.shape[:-1]))
     print(f"cube {acq.data.shape}, {cube.npartitions} chunks, {n_pix} pixels")
     params = {"opd_init": acq.opd_nominal, "opd_span": 0.01, "degrees": {"reflectivity": 1, "gain": 2}}
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster):
         t0 = time.perf_counter()
         cal = IRCACalibrator(**params).fit(cube, acq.wavenumbers, flat=acq.flat)

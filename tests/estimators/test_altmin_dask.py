@@ -91,7 +91,7 @@ def test_recovers_a_low_rank_matrix_on_a_local_cluster():
     X, M = _data(seed=4)
     ref = AltMinCompleter(rank=3, random_state=0).fit(X)
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
     ) as cluster, distributed.Client(cluster):
         got = AltMinCompleter(rank=3, random_state=0).fit(da.from_array(X, chunks=(30, 40)))
     np.testing.assert_allclose(_completed(got), _completed(ref), atol=1e-8 * np.abs(M).max())
