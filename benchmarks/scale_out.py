@@ -43,7 +43,7 @@ from subspacelab.datasets import (
     make_fabry_perot_acquisition,
 )
 
-FULL = {"n_rows": 200_000, "n_cols": 50_000, "n_observed": 5_000_000, "rank": 10, "row_chunk": 12_500,
+FULL = {"n_rows": 200_000, "n_cols": 50_000, "n_observed": 10_000_000, "rank": 10, "row_chunk": 12_500,
         "n_iter": 3, "irca_interferometers": 4, "irca_side": 64}
 QUICK = {"n_rows": 10_000, "n_cols": 4_000, "n_observed": 200_000, "rank": 10, "row_chunk": 2_500,
          "n_iter": 3, "irca_interferometers": 2, "irca_side": 16}

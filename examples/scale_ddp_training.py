@@ -25,7 +25,7 @@ from subspacelab.diffusion import TorchDenoiser
 def main():
     X, y = load_digits()  # intensities in [0, 1]
     kw = {"image_shape": (8, 8), "patch_size": 2, "dim": 32, "depth": 2, "heads": 2, "n_epochs": 3,
-          "batch_size": 128, "random_state": 0}
+          "batch_size": 128, "warmup_epochs": 1, "random_state": 0}
     for distributed in (None, 2):
         t0 = time.perf_counter()
         est = CRATEEncoder(distributed=distributed, **kw).fit(X, y)
