@@ -30,10 +30,10 @@ def _fit_block(xb, *extra, params, wavenumbers, flat, kinds):
     init_b = next(it) if kinds["init"] else None
     nominal = next(it)[..., 0] if kinds["nominal"] else None
     est = IRCACalibrator(**{**params, "opd_init": nominal, "verbose": 0})
-    with warnings.catch_warnings(), kernel_guard():
-        # counted and reported once for the whole cube by fit_dask
-        warnings.simplefilter("ignore")
-        est.fit(xb, wavenumbers, flat=flat_b, X_init=init_b)
+    # no warnings from the chunks (catch_warnings is not thread-safe): fit_dask counts the
+    # unfittable and non-converged pixels over the whole cube and warns once
+    with kernel_guard():
+        est._fit(xb, wavenumbers, flat_b, init_b, warn=False)
     cols = [est.opd_coef_, est.phase_shift_coef_, est.reflectivity_coef_, est.gain_coef_]
     cols += [a[..., None].astype(np.float64) for a in (est.opd_init_, est.rmse_, est.n_iter_, est.converged_)]
     return np.concatenate(cols, axis=-1)

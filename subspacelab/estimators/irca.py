@@ -312,7 +312,8 @@ class IRCACalibrator(BaseEstimator):
                 return fit_dask(self, X, wavenumbers, flat, X_init)
             return self._fit(X, wavenumbers, flat, X_init)
 
-    def _fit(self, X, wavenumbers, flat, X_init):
+    def _fit(self, X, wavenumbers, flat, X_init, warn=True):
+        # warn=False: the Dask path fits chunks in threads and reports once for the cube
         times = {}
         t0 = time.perf_counter()
         self._check_params()
@@ -360,7 +361,7 @@ class IRCACalibrator(BaseEstimator):
         safe_g = xp.where(xp.abs(g_init) > 0.0, g_init, xp.ones_like(g_init))
         a = xp.where(maski & good[:, None], Yiz / safe_g - 1.0, xp.zeros_like(Yiz))
         nominal = self._nominal_opd(lead, n, xp, dev, f64)
-        if nominal is not None and bool(xp.any(nominal >= self.opd_max_)):
+        if warn and nominal is not None and bool(xp.any(nominal >= self.opd_max_)):
             warnings.warn(
                 f"some nominal OPDs (opd_init) reach opd_max_={self.opd_max_:.4g} µm = 1/(2 mean source "
                 "spacing): the source sampling aliases them, so their fitted OPDs are aliases",
@@ -405,7 +406,7 @@ class IRCACalibrator(BaseEstimator):
         if self.verbose:
             print("IRCACalibrator.fit: " + ", ".join(f"{k} {v:.3f} s" for k, v in times.items()))
         n_bad = int(xp.sum(xp.astype(~good, xp.int64)))
-        if n_bad:
+        if warn and n_bad:
             warnings.warn(
                 f"{n_bad} of {n} interferometers could not be fitted (fewer than {n_par + 1} finite "
                 "values or a non-positive mean): their parameters are NaN and converged_ is False",
@@ -413,14 +414,14 @@ class IRCACalibrator(BaseEstimator):
                 stacklevel=3,
             )
         n_nc = int(xp.sum(xp.astype(good & (status != 1), xp.int64)))
-        if n_nc and self.solver == "lm" and self.max_iter > 0:
+        if warn and n_nc and self.solver == "lm" and self.max_iter > 0:
             warnings.warn(
                 f"Levenberg-Marquardt did not converge for {n_nc} of {n} interferometers within "
                 f"max_iter={self.max_iter}; see converged_ and n_iter_",
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        if bool(xp.any(self.opd_ > self.opd_max_)):
+        if warn and bool(xp.any(self.opd_ > self.opd_max_)):
             warnings.warn(
                 f"some fitted OPDs exceed opd_max_={self.opd_max_:.4g} µm = 1/(2 mean source spacing): "
                 "the sampling aliases them and the fit is unreliable there",
