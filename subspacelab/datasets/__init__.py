@@ -5,6 +5,7 @@ Loaders read files shipped inside installed wheels (never downloading anything) 
 """
 
 from ._completion import make_low_rank_matrix_completion, oversampling_to_probability
+from ._dask_completion import make_dask_low_rank_completion
 from ._digit_tasks import DIGIT_TASKS, make_digit_tasks
 from ._images import DataNotAvailableError, load_digits, load_mnist_5k
 from ._medical import (
@@ -37,6 +38,7 @@ __all__ = [
     "load_movielens_100k",
     "load_mri_slice",
     "load_skimage_image",
+    "make_dask_low_rank_completion",
     "make_digit_tasks",
     "make_fabry_perot_acquisition",
     "make_low_rank_matrix_completion",

@@ -64,6 +64,15 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
     n_threads : int, optional
         torch CPU threads during fit and denoise (restored afterwards); default: torch's own
         setting. One thread is much faster on a machine with more busy threads than cores.
+    distributed : None, int or "process_group", default None
+        Data-parallel training with torch ``DistributedDataParallel``
+        (:mod:`subspacelab.nn.ddp`): an int ``n`` starts ``n`` processes on this machine
+        (``gloo`` on CPU, ``nccl`` with one GPU per process on CUDA; ``n_threads`` torch
+        threads each, default the CPU count divided by ``n``), ``"process_group"`` joins the
+        process group the caller initialised (``torchrun``; every rank calls ``fit`` with the
+        same data and parameters). Each process takes its share of every global batch and
+        the gradient all-reduce averages the shares, so training follows the single-process
+        trajectory up to floating-point summation order.
     random_state : int, Generator or None
         Seeds the weight initialisation and the batches/noise (a torch Generator).
     verbose : int, default 0
@@ -91,7 +100,7 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
 
     def __init__(self, image_shape=None, *, base_channels=32, channel_mult=(1, 2), max_steps=2000, batch_size=64,
                  learning_rate=1e-3, ema_decay=0.999, p_mean=-1.2, p_std=1.2, sigma_data=None, device="cpu",
-                 n_threads=None, random_state=None, verbose=0):
+                 n_threads=None, distributed=None, random_state=None, verbose=0):
         self.image_shape = image_shape
         self.base_channels = base_channels
         self.channel_mult = channel_mult
@@ -104,6 +113,7 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
         self.sigma_data = sigma_data
         self.device = device
         self.n_threads = n_threads
+        self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
 
@@ -184,38 +194,82 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
         check_param("sigma_data", sd, "real", low=0.0, closed="neither")
         self.sigma_data_ = sd
         seed = int(check_random_state(self.random_state).integers(2**63 - 1))
-        gen = torch.Generator(device="cpu").manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = EDMUNet(shape[0], self.base_channels, mult, sd).to(self.device)
         avg = EDMUNet(shape[0], self.base_channels, mult, sd).to(self.device)
         avg.load_state_dict(net.state_dict())
         avg.requires_grad_(False)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        n = data.shape[0]
-        history = np.empty(steps)
-        net.train()
-        for step in range(steps):
-            idx = torch.randint(0, n, (min(bs, n),), generator=gen).to(self.device)
-            x0 = data[idx]
-            sigma = torch.exp(p_mean + p_std * torch.randn(x0.shape[0], generator=gen)).to(self.device)
-            noise = torch.randn(x0.shape, generator=gen).to(self.device)
-            loss = self._loss(net, x0, sigma, noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for pa, pn in zip(avg.parameters(), net.parameters()):
-                    pa.mul_(ema).add_(pn.detach(), alpha=1 - ema)
-            history[step] = float(loss.detach())
-            if self.verbose and (step % max(1, steps // 10) == 0 or step == steps - 1):
-                print(f"TorchDenoiser step {step + 1}/{steps}: loss {history[step]:.4f}")
+        mode = None
+        if self.distributed is not None:
+            from ..nn.ddp import check_distributed
+
+            mode = check_distributed(self.distributed)
+        job = (net, avg, data, seed, steps, bs, lr, ema, p_mean, p_std)
+        if mode is None:
+            history = self._train(*job, torch.device(self.device), 0, 1)
+        elif mode[0] == "spawn":
+            from ..nn import ddp
+
+            result = ddp.spawn(_denoiser_rank, mode[1], (self, *job), device=self.device,
+                               n_threads=self.n_threads)
+            history = result["history"]
+            avg.load_state_dict(result["avg"])
+        else:
+            import torch.distributed as dist
+
+            history = self._train(*job, torch.device(self.device), dist.get_rank(), dist.get_world_size())
         if not np.all(np.isfinite(history)):
             raise FloatingPointError("training diverged (non-finite loss); lower learning_rate")
         avg.eval()
         self.network_ = avg
         self.loss_history_ = history
         return self
+
+    def _train(self, net, avg, data, seed, steps, bs, lr, ema, p_mean, p_std, tdev, rank, world):
+        """The training loop, on one process (``world == 1``) or as rank ``rank`` of a DDP group.
+
+        Every rank draws the same global batch, noise levels and noise from the seeded
+        generator and trains on its share; returns the loss of every step (of the global batch).
+        """
+        torch = _torch()
+        from ..nn.ddp import all_reduce_sum, shard, wrap
+
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        model = wrap(net, tdev) if world > 1 else net
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        n = data.shape[0]
+        history = np.empty(steps)
+        net.train()
+        for step in range(steps):
+            idx = torch.randint(0, n, (min(bs, n),), generator=gen).to(tdev)
+            x0 = data[idx]
+            sigma = torch.exp(p_mean + p_std * torch.randn(x0.shape[0], generator=gen)).to(tdev)
+            noise = torch.randn(x0.shape, generator=gen).to(tdev)
+            if world == 1:
+                loss = self._loss(model, x0, sigma, noise)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                history[step] = float(loss.detach())
+            else:
+                # this rank's share, weighted so that DDP's gradient average is the global batch's
+                lo, hi = shard(x0.shape[0], rank, world)
+                sel = slice(lo, hi) if hi > lo else slice(0, 1)  # an empty share runs with weight 0
+                loss = self._loss(model, x0[sel], sigma[sel], noise[sel])
+                opt.zero_grad(set_to_none=True)
+                (loss * ((hi - lo) * world / x0.shape[0])).backward()
+                history[step] = float(loss.detach()) * (hi - lo) / x0.shape[0]
+            opt.step()
+            with torch.no_grad():
+                for pa, pn in zip(avg.parameters(), net.parameters()):
+                    pa.mul_(ema).add_(pn.detach(), alpha=1 - ema)
+            if self.verbose and rank == 0 and world == 1 and (step % max(1, steps // 10) == 0 or step == steps - 1):
+                print(f"TorchDenoiser step {step + 1}/{steps}: loss {history[step]:.4f}")
+        if world > 1:
+            history = all_reduce_sum(torch.from_numpy(history)).numpy()
+            if self.verbose and rank == 0:
+                print(f"TorchDenoiser ({world} processes): loss {history[0]:.4f} -> {history[-1]:.4f}")
+        return history
 
     def _loss(self, net, x0, sigma, noise):
         sd = self.sigma_data_
@@ -296,3 +350,16 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+
+def _denoiser_rank(rank, world, est, net, avg, data, seed, steps, bs, lr, ema, p_mean, p_std):
+    """One DDP rank of ``TorchDenoiser(distributed=n).fit`` (run by :func:`subspacelab.nn.ddp.spawn`)."""
+    import copy
+
+    from ..nn.ddp import rank_device
+
+    tdev = rank_device(est.device, rank)
+    # torch.multiprocessing hands the ranks the parent's tensors in shared memory: train copies
+    net, avg = copy.deepcopy(net).to(tdev), copy.deepcopy(avg).to(tdev)
+    history = est._train(net, avg, data.to(tdev), seed, steps, bs, lr, ema, p_mean, p_std, tdev, rank, world)
+    return {"history": history, "avg": {k: v.detach().cpu() for k, v in avg.state_dict().items()}}

@@ -21,6 +21,7 @@ from .._backend import (
     move_to,
     to_numpy,
 )
+from .._dask import is_dask_collection
 from .._validation import check_param, validate_input
 from ..kernels._bucketed import bucket_layout
 from ..kernels._dispatch import select_backend
@@ -203,6 +204,18 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
     :math:`O(|\Omega| + (m+n)k)` (the generic array-API path adds a padded copy of at most
     :math:`2|\Omega| + m + n` indices).
 
+    **Dask input.** ``fit`` also accepts a ``dask.array.Array`` whose chunks are NumPy arrays
+    (NaN = missing) or ``scipy.sparse`` matrices (stored = observed). It runs blocked
+    alternating least squares: every chunk is read once into row blocks (the row chunks of
+    ``X``) and column blocks, persisted where Dask keeps data (on the workers of a
+    ``distributed`` cluster); at each half-step the factors, :math:`O((m+n)k)`, are broadcast
+    and every block solves its own rows or columns with the same per-row kernel as the
+    in-memory fit. The observations are never gathered in one place, so the data may exceed
+    the memory of any one machine while the factors fit in the caller's. Results equal the
+    in-memory fit (to rounding; bit for bit in our tests). Fitted attributes are NumPy arrays;
+    ``transform``, ``score`` and ``fit_transform`` return in-memory results.
+    ``sample_splitting=True`` is not available for Dask input.
+
     **Backends.** NumPy input runs the Numba kernels; with scikit-learn's
     ``array_api_dispatch`` on, array_api_strict and torch CPU inputs run the generic array-API
     kernels and CUDA arrays the numba.cuda kernels, and fitted attributes stay in the input's
@@ -339,7 +352,8 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array of shape (m, n) with NaN for missing entries, or scipy.sparse matrix whose
-            stored entries are the observations (implicit zeros are missing).
+            stored entries are the observations (implicit zeros are missing), or a Dask array
+            with chunks of either kind (blocked ALS, see Notes).
         y : ignored
 
         Returns
@@ -351,39 +365,21 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
 
     def _fit(self, X):
         self._check_params()
+        if is_dask_collection(X):
+            from ._altmin_dask import fit_dask
+
+            return fit_dask(self, X)
         (m, n), rows, cols, vals, xp, dev = self._observations(X, reset=True)
-        k = check_param("rank", self.rank, "int", low=1)
-        if k > min(m, n):
-            raise ValueError(
-                f"rank={k} must not exceed min(n_samples, n_features) = {min(m, n)} "
-                f"(X has n_samples={m}, n_features={n})"
-            )
+        k = self._check_rank(m, n)
         deg_r = np.bincount(rows, minlength=m)
         deg_c = np.bincount(cols, minlength=n)
-        conv = " (for sparse X, stored entries are the observations and implicit zeros are missing)"
-        for what, deg in (("rows", deg_r), ("columns", deg_c)):
-            empty = np.flatnonzero(deg == 0)
-            if empty.size:
-                raise ValueError(
-                    f"X has {empty.size} {what} with no observed entry (first: {empty[:5].tolist()})"
-                    f"{conv if sp.issparse(X) else ''}; an all-missing row or column cannot be "
-                    "completed. Drop it, or use transform() to fold new rows in."
-                )
+        under_r, under_c = self._check_degrees(deg_r, deg_c, k, sparse_input=sp.issparse(X))
         dtype = vals.dtype
         fdt = xp.float32 if dtype == np.float32 else xp.float64
         rng = check_random_state(self.random_state)
         biases = self.center == "biases"
         kk = k + int(biases)
         ridge = float(self.ridge)
-        under_r, under_c = int(np.sum(deg_r < kk)), int(np.sum(deg_c < kk))
-        if ridge == 0.0 and (under_r or under_c):
-            warnings.warn(
-                f"{under_r} rows and {under_c} columns have fewer than {kk} observations, so "
-                "their least-squares problems are under-determined; they are solved with a "
-                "tiny diagonal jitter. Set ridge > 0 to regularise them.",
-                UserWarning,
-                stacklevel=3,
-            )
 
         mu = float(np.mean(vals)) if self.center != "none" else 0.0
         y_host = vals - dtype.type(mu)
@@ -398,23 +394,14 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
 
         # -- spectral or random start, on the host
         U0 = self._initial_row_factor(rows, cols, y_host, m, n, k, rng, pieces)
-        U = move_to(U0.astype(dtype), xp, dev)
-        V = xp.zeros((n, k), dtype=fdt, device=dev)
-        a = xp.zeros(m, dtype=fdt, device=dev)
-        c = xp.zeros(n, dtype=fdt, device=dev)
 
         rows_x = move_to(rows, xp, dev)
         cols_x = move_to(cols, xp, dev)
         y_x = move_to(y_host, xp, dev)
-        ones_m = xp.ones((m, 1), dtype=fdt, device=dev)
-        ones_n = xp.ones((n, 1), dtype=fdt, device=dev)
         full_r = _Pattern(rows, cols, m, xp, dev, generic, split_at)
         full_c = _Pattern(cols, rows, n, xp, dev, generic, split_at)
         sketch_seed = int(rng.integers(0, 2**31 - 1))
-        orth = ridge == 0.0
         y_rms = math.sqrt(float(np.mean(y_host.astype(np.float64) ** 2))) or 1.0
-        floor = 100 * float(np.finfo(dtype).eps) * y_rms
-        stall = math.sqrt(float(np.finfo(dtype).eps)) * y_rms
 
         def ridge_for(pattern):
             if self.ridge_scaling == "count" and ridge > 0:
@@ -437,6 +424,81 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
                 pat = _Pattern(cols[sel], rows[sel], n, xp, dev, generic, split_at)
             return pat, move_to(sel, xp, dev)
 
+        def solve_cols(a, F, x0, step):
+            targets = y_x - xp.take(a, rows_x) if biases else y_x
+            if self.sample_splitting:
+                pat, sel = piece_pattern(step, by_rows=False)
+                return half_step(pat, xp.take(targets, sel), F, x0, step)
+            return half_step(full_c, targets, F, x0, step)
+
+        def solve_rows(c, F, x0, step):
+            targets = y_x - xp.take(c, cols_x) if biases else y_x
+            if self.sample_splitting and step is not None:
+                pat, sel = piece_pattern(step, by_rows=True)
+                return half_step(pat, xp.take(targets, sel), F, x0, step)
+            return half_step(full_r, targets, F, x0, step)
+
+        def train_rmse(U, V, a, c):
+            resid_target = y_x - xp.take(a, rows_x) - xp.take(c, cols_x) if biases else y_x
+            r = sampled_residual(rows_x, cols_x, resid_target, U, V, check_input=False)
+            return math.sqrt(as_float(xp.mean(r * r))) if vals.size else 0.0
+
+        self._alternate(
+            solve_cols, solve_rows, train_rmse, move_to(U0.astype(dtype), xp, dev),
+            m=m, n=n, k=k, mu=mu, p_hat=p_hat, y_rms=y_rms, dtype=dtype, xp=xp, dev=dev,
+            under=(under_r, under_c),
+        )
+
+    def _check_rank(self, m, n):
+        k = check_param("rank", self.rank, "int", low=1)
+        if k > min(m, n):
+            raise ValueError(
+                f"rank={k} must not exceed min(n_samples, n_features) = {min(m, n)} "
+                f"(X has n_samples={m}, n_features={n})"
+            )
+        return k
+
+    def _check_degrees(self, deg_r, deg_c, k, *, sparse_input):
+        """Refuse empty rows/columns; warn about under-determined ones; return their counts."""
+        conv = " (for sparse X, stored entries are the observations and implicit zeros are missing)"
+        for what, deg in (("rows", deg_r), ("columns", deg_c)):
+            empty = np.flatnonzero(deg == 0)
+            if empty.size:
+                raise ValueError(
+                    f"X has {empty.size} {what} with no observed entry (first: {empty[:5].tolist()})"
+                    f"{conv if sparse_input else ''}; an all-missing row or column cannot be "
+                    "completed. Drop it, or use transform() to fold new rows in."
+                )
+        kk = k + int(self.center == "biases")
+        under_r, under_c = int(np.sum(deg_r < kk)), int(np.sum(deg_c < kk))
+        if float(self.ridge) == 0.0 and (under_r or under_c):
+            warnings.warn(
+                f"{under_r} rows and {under_c} columns have fewer than {kk} observations, so "
+                "their least-squares problems are under-determined; they are solved with a "
+                "tiny diagonal jitter. Set ridge > 0 to regularise them.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return under_r, under_c
+
+    def _alternate(self, solve_cols, solve_rows, train_rmse, U, *, m, n, k, mu, p_hat, y_rms, dtype, xp, dev, under):
+        """The alternating loop and the fitted attributes, shared by the in-memory and Dask fits.
+
+        ``solve_cols(a, F, x0, step)`` returns the column solutions (n x kk) against the row
+        factor ``F``, ``solve_rows(c, F, x0, step)`` the row solutions (m x kk) (``step`` None:
+        the final exact U-step on all of Omega), ``train_rmse(U, V, a, c)`` the RMSE on Omega.
+        """
+        fdt = xp.float32 if dtype == np.float32 else xp.float64
+        biases = self.center == "biases"
+        orth = float(self.ridge) == 0.0
+        V = xp.zeros((n, k), dtype=fdt, device=dev)
+        a = xp.zeros(m, dtype=fdt, device=dev)
+        c = xp.zeros(n, dtype=fdt, device=dev)
+        ones_m = xp.ones((m, 1), dtype=fdt, device=dev)
+        ones_n = xp.ones((n, 1), dtype=fdt, device=dev)
+        floor = 100 * float(np.finfo(dtype).eps) * y_rms
+        stall = math.sqrt(float(np.finfo(dtype).eps)) * y_rms
+
         # The loop's BLAS work is small (QR of n x k factors, k x k products); OpenBLAS threads
         # would only compete with the kernels' threads (measured: a 1000 x 10 QR took 50 ms with
         # 2 OpenBLAS threads on a loaded 2-core machine, 0.3 ms with 1), so BLAS runs on one
@@ -451,32 +513,20 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
                 if orth:
                     U, R = xp.linalg.qr(U)
                     V = V @ xp.matrix_transpose(R)
-                targets = y_x - xp.take(a, rows_x) if biases else y_x
                 F = xp.concat([U, ones_m], axis=1) if biases else U
                 x0 = xp.concat([V, c[:, None]], axis=1) if biases else V
-                if self.sample_splitting:
-                    pat, sel = piece_pattern(2 * it - 1, by_rows=False)
-                    sol = half_step(pat, xp.take(targets, sel), F, x0, 2 * it - 1)
-                else:
-                    sol = half_step(full_c, targets, F, x0, 2 * it - 1)
+                sol = solve_cols(a, F, x0, 2 * it - 1)
                 V, c = (sol[:, :k], sol[:, k]) if biases else (sol, c)
                 # ---- U-step: V fixed
                 if orth:
                     V, R = xp.linalg.qr(V)
                     U = U @ xp.matrix_transpose(R)
-                targets = y_x - xp.take(c, cols_x) if biases else y_x
                 F = xp.concat([V, ones_n], axis=1) if biases else V
                 x0 = xp.concat([U, a[:, None]], axis=1) if biases else U
-                if self.sample_splitting:
-                    pat, sel = piece_pattern(2 * it, by_rows=True)
-                    sol = half_step(pat, xp.take(targets, sel), F, x0, 2 * it)
-                else:
-                    sol = half_step(full_r, targets, F, x0, 2 * it)
+                sol = solve_rows(c, F, x0, 2 * it)
                 U, a = (sol[:, :k], sol[:, k]) if biases else (sol, a)
                 # ---- train RMSE on all of Omega
-                resid_target = y_x - xp.take(a, rows_x) - xp.take(c, cols_x) if biases else y_x
-                r = sampled_residual(rows_x, cols_x, resid_target, U, V, check_input=False)
-                rmse = math.sqrt(as_float(xp.mean(r * r))) if vals.size else 0.0
+                rmse = train_rmse(U, V, a, c)
                 curve.append(rmse)
                 if self.verbose:
                     print(f"[AltMinCompleter] iter {it:4d}  train RMSE {rmse:.6e}  ({time.perf_counter() - t0:.2f} s)")
@@ -497,9 +547,8 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
             if orth:
                 V, R = xp.linalg.qr(V)
                 U = U @ xp.matrix_transpose(R)
-            targets = y_x - xp.take(c, cols_x) if biases else y_x
             F = xp.concat([V, ones_n], axis=1) if biases else V
-            sol = half_step(full_r, targets, F, None, None)
+            sol = solve_rows(c, F, None, None)
             U, a = (sol[:, :k], sol[:, k]) if biases else (sol, a)
 
         self.row_factors_ = U
@@ -517,17 +566,15 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
         self.converged_ = stop_reason != "max_iter"
         self.stop_reason_ = stop_reason
         self.sampling_rate_ = p_hat
-        self.n_underdetermined_rows_ = under_r
-        self.n_underdetermined_cols_ = under_c
+        self.n_underdetermined_rows_, self.n_underdetermined_cols_ = under
         self._shape = (m, n)
         if not self.converged_:
             warnings.warn(
                 f"AltMinCompleter did not converge in n_iter={self.n_iter} iterations "
                 f"(last relative RMSE change above tol={self.tol}); increase n_iter.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        return self
 
     def _initial_row_factor(self, rows, cols, y, m, n, k, rng, pieces):
         if self.init == "random":
@@ -611,7 +658,7 @@ class AltMinCompleter(TransformerMixin, BaseEstimator):
         """
         self._check_params()
         shape = getattr(X, "shape", None)
-        if shape is not None and len(shape) == 2:
+        if shape is not None and len(shape) == 2 and not any(math.isnan(d) for d in shape):
             self._check_dense_size(int(shape[0]), int(shape[1]), "fit_transform")
         self._fit(X)
         xp, _ = estimator_namespace(self.row_factors_)

@@ -7,6 +7,7 @@ diagnostics run as a pure array-API forward pass (:mod:`._crate_forward`).
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import time
@@ -145,6 +146,15 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
     device : str, optional
         Torch device for training (default: the input's device for torch/CuPy input under
         ``array_api_dispatch``, else ``"cpu"``).
+    distributed : None, int or "process_group", default=None
+        Data-parallel training with torch ``DistributedDataParallel``
+        (:mod:`subspacelab.nn.ddp`). An int ``n`` starts ``n`` processes on this machine
+        (``gloo`` on CPU, ``nccl`` with one GPU per process on CUDA); ``"process_group"``
+        joins the process group the caller initialised (``torchrun`` on one or several
+        machines: every rank calls ``fit`` with the same data and parameters). Every process
+        draws the same global batch and takes its share, and the gradient all-reduce averages
+        the shares' gradients into the global batch's, so the fit follows the single-process
+        trajectory up to floating-point summation order; the network is the same.
     random_state : int, Generator or None
         Seeds the weights, the batch order and the masks (a seeded ``torch.Generator``).
     verbose : bool, default=False
@@ -210,8 +220,8 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
                  ista_lambda=0.1, pool="cls", mode="code", eps_sq=0.01, compression_step=None, mask_ratio=0.75,
                  decoder_depth=None, optimizer="adamw", lr=1e-3, weight_decay=0.05, n_epochs=50, batch_size=128,
                  warmup_epochs=5, label_smoothing=0.1, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, tol=1e-4, inference="array_api", device=None, random_state=None,
-                 verbose=False):
+                 n_iter_no_change=10, tol=1e-4, inference="array_api", device=None, distributed=None,
+                 random_state=None, verbose=False):
         self.image_shape = image_shape
         self.patch_size = patch_size
         self.dim = dim
@@ -239,6 +249,7 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.tol = tol
         self.inference = inference
         self.device = device
+        self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
 
@@ -385,15 +396,62 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
         module = module.to(tdev)
         U = self._to_torch(units, tdev)
         target = torch.as_tensor(y_idx, dtype=torch.long, device=tdev) if supervised else None
-        gen = torch.Generator().manual_seed(seed)
 
         train_idx = torch.arange(n)
         val_idx = None
         if self.early_stopping:
             train_idx, val_idx = self._split(n, y_idx if supervised else None, seed)
-        self.loss_curve_ = []
+        mode = self._distributed_mode()
+        job = (module, U, target, seed, train_idx, val_idx, supervised)
+        if mode is None:
+            result = self._train(*job, tdev, 0, 1)
+        elif mode[0] == "spawn":
+            from ..nn import ddp
+
+            result = ddp.spawn(_crate_rank, mode[1], (self, *job, str(tdev)), device=str(tdev))
+            module.load_state_dict(result.pop("state"))
+        else:
+            import torch.distributed as dist
+
+            result = self._train(*job, tdev, dist.get_rank(), dist.get_world_size())
+        result.pop("state", None)
+        self.loss_curve_ = result["loss_curve"]
+        self.n_iter_ = len(self.loss_curve_)
         if self.early_stopping:
-            self.validation_scores_ = []
+            self.validation_scores_ = result["validation_scores"]
+            self.best_validation_score_ = result["best"]
+            if result["improving"]:
+                warnings.warn(
+                    f"CRATEEncoder: n_epochs={self.n_epochs} reached and the validation score was still improving; "
+                    "consider more epochs.", ConvergenceWarning, stacklevel=2)
+        module.eval()
+        self.module_ = module
+        if supervised:
+            self.classes_ = classes
+        self._export(module, xp, dev, units.dtype)
+        return self
+
+    def _distributed_mode(self):
+        if self.distributed is None:
+            return None
+        from ..nn.ddp import check_distributed
+
+        return check_distributed(self.distributed)
+
+    def _train(self, module, U, target, seed, train_idx, val_idx, supervised, tdev, rank, world):
+        """The training loop, on one process (``world == 1``) or as rank ``rank`` of a DDP group.
+
+        Returns the loss curve, the validation record and (for the DDP ranks) the weights.
+        """
+        import torch
+
+        from ..nn.ddp import LossModule, all_reduce_sum, shard, wrap
+
+        gen = torch.Generator().manual_seed(seed)
+        objective = LossModule(module, self._ce_loss if supervised else self._masked_loss)
+        if world > 1:
+            objective = wrap(objective, tdev)
+        loss_curve, scores = [], []
         best, best_state, stale = -math.inf, None, 0
         optimizer, scheduler = self._optimizer(module, len(train_idx))
         start = time.perf_counter()
@@ -404,23 +462,33 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
             total = 0.0
             for b in range(0, len(order), self.batch_size):
                 idx = order[b:b + self.batch_size].to(tdev)
-                if supervised:
-                    loss = torch.nn.functional.cross_entropy(module(U[idx]), target[idx],
-                                                             label_smoothing=self.label_smoothing)
+                extra = target[idx] if supervised else self._random_mask(len(idx), gen, tdev)
+                if world == 1:
+                    loss = objective(U[idx], extra)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    total += float(loss.detach()) * len(idx)
                 else:
-                    loss = self._masked_loss(module, U[idx], self._random_mask(len(idx), gen, tdev))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                    # this rank's share of the global batch; its loss weighted so that DDP's
+                    # gradient average is the gradient of the global batch mean
+                    lo, hi = shard(len(idx), rank, world)
+                    sel = slice(lo, hi) if hi > lo else slice(0, 1)  # an empty share runs with weight 0
+                    loss = objective(U[idx[sel]], extra[sel])
+                    optimizer.zero_grad(set_to_none=True)
+                    (loss * ((hi - lo) * world / len(idx))).backward()
+                    total += float(loss.detach()) * (hi - lo)
                 optimizer.step()
                 scheduler.step()
-                total += float(loss.detach()) * len(idx)
+            if world > 1:
+                total = float(all_reduce_sum(torch.tensor([total]))[0])
             epoch_loss = total / len(order)
             if not math.isfinite(epoch_loss):
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch + 1} (loss {epoch_loss}); lower lr (now {self.lr})")
-            self.loss_curve_.append(epoch_loss)
+            loss_curve.append(epoch_loss)
             message = f"epoch {epoch + 1}/{self.n_epochs}: loss {epoch_loss:.5f}"
             if self.early_stopping:
+                # every rank holds the same weights and data, so every rank computes this score
                 module.eval()
                 with torch.no_grad():
                     vi = val_idx.to(tdev)
@@ -430,32 +498,29 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
                         if val_mask is None:
                             val_mask = self._random_mask(len(vi), torch.Generator().manual_seed(seed + 1), tdev)
                         score = -float(self._masked_loss(module, U[vi], val_mask))
-                self.validation_scores_.append(score)
+                scores.append(score)
                 message += f", validation score {score:.5f}"
                 if score > best + self.tol:
                     best, stale = score, 0
                     best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
                 else:
                     stale += 1
-            if self.verbose:
+            if self.verbose and rank == 0:
                 print(f"{message} ({time.perf_counter() - start:.1f} s)", flush=True)
             if self.early_stopping and stale >= self.n_iter_no_change:
                 break
-        self.n_iter_ = len(self.loss_curve_)
-        if self.early_stopping:
-            self.best_validation_score_ = best
-            if best_state is not None:
-                module.load_state_dict(best_state)
-            if stale < self.n_iter_no_change:
-                warnings.warn(
-                    f"CRATEEncoder: n_epochs={self.n_epochs} reached and the validation score was still improving; "
-                    "consider more epochs.", ConvergenceWarning, stacklevel=2)
-        module.eval()
-        self.module_ = module
-        if supervised:
-            self.classes_ = classes
-        self._export(module, xp, dev, units.dtype)
-        return self
+        if self.early_stopping and best_state is not None:
+            module.load_state_dict(best_state)
+        result = {"loss_curve": loss_curve, "validation_scores": scores, "best": best,
+                  "improving": self.early_stopping and stale < self.n_iter_no_change}
+        if world > 1:
+            result["state"] = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        return result
+
+    def _ce_loss(self, module, units, target):
+        import torch
+
+        return torch.nn.functional.cross_entropy(module(units), target, label_smoothing=self.label_smoothing)
 
     def _default_device(self, units):
         if dispatch_enabled() and (array_api_compat.is_torch_array(units) or array_api_compat.is_cupy_array(units)):
@@ -786,6 +851,18 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _crate_rank(rank, world, est, module, U, target, seed, train_idx, val_idx, supervised, device):
+    """One DDP rank of ``CRATEEncoder(distributed=n).fit`` (run by :func:`subspacelab.nn.ddp.spawn`)."""
+    from ..nn.ddp import rank_device
+
+    tdev = rank_device(device, rank)
+    # torch.multiprocessing hands the ranks the parent's tensors in shared memory: train a copy
+    module = copy.deepcopy(module).to(tdev)
+    U = U.to(tdev)
+    target = None if target is None else target.to(tdev)
+    return est._train(module, U, target, seed, train_idx, val_idx, supervised, tdev, rank, world)
 
 
 def demo_row():

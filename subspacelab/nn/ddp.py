@@ -1,0 +1,139 @@
+"""Data-parallel training with torch DDP for the estimators that train networks.
+
+Two ways to run, chosen by the estimators' ``distributed`` parameter:
+
+* an int ``n``: :func:`spawn` starts ``n`` processes on this machine with
+  ``torch.multiprocessing`` (rendezvous on a free port of 127.0.0.1; ``gloo`` on CPU, ``nccl``
+  on CUDA with one GPU per rank) and returns what rank 0 returns;
+* ``"process_group"``: the caller already initialised ``torch.distributed`` (``torchrun`` on
+  one or several machines, or its own ``init_process_group``); every rank calls ``fit`` with
+  the same data and parameters and ends with the same network.
+
+Every rank draws the same global mini-batch from the same seeded generator and takes its
+contiguous share (:func:`shard`); its loss is weighted by ``len(share) * world / len(batch)``
+so that DDP's gradient average is the gradient of the global batch's mean loss. The training
+trajectory is therefore that of the single-process fit, up to the order of floating-point
+sums in the gradient all-reduce.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["LossModule", "all_reduce_sum", "check_distributed", "shard", "spawn", "wrap"]
+
+
+def check_distributed(value):
+    """Validate an estimator's ``distributed`` parameter.
+
+    Returns None (one process), ``("spawn", n)`` or ``("process_group", None)``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value != "process_group":
+            raise ValueError(f"distributed must be None, an int >= 1 or 'process_group', got {value!r}")
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError(
+                "distributed='process_group' needs an initialised torch.distributed process group "
+                "(launch with torchrun, or call torch.distributed.init_process_group first)"
+            )
+        return ("process_group", None)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"distributed must be None, an int >= 1 or 'process_group', got {value!r}")
+    if not dist.is_available():
+        raise ValueError("distributed needs torch.distributed, which this torch build lacks")
+    return ("spawn", int(value))
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_device(device, rank):
+    """The device of ``rank``: CUDA ranks get one GPU each, CPU ranks share the CPU."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.device("cuda", rank)
+    return dev
+
+
+def spawn(fn, world_size, args, *, device="cpu", n_threads=None):
+    """Run ``fn(rank, world_size, *args)`` in ``world_size`` new processes; return rank 0's result.
+
+    ``fn`` must be importable (a module-level function) and ``args`` picklable; CPU tensors
+    in ``args`` reach the ranks in shared memory (torch.multiprocessing), so ``fn`` must copy
+    what it modifies (the network it trains). The processes
+    join a process group (``nccl`` for a CUDA ``device``, one GPU per rank, else ``gloo``)
+    over 127.0.0.1. ``n_threads`` torch threads per process (default: the CPU count divided by
+    the number of processes).
+    """
+    import torch.multiprocessing as mp
+
+    if torch.device(device).type == "cuda" and world_size > torch.cuda.device_count():
+        raise ValueError(f"distributed={world_size} CUDA processes need as many GPUs, found {torch.cuda.device_count()}")
+    if n_threads is None:
+        n_threads = max(1, (os.cpu_count() or 1) // world_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rank0.pt")
+        mp.spawn(
+            _entry, args=(world_size, _free_port(), str(device), n_threads, fn, args, out),
+            nprocs=world_size, join=True,
+        )
+        return torch.load(out, weights_only=False)
+
+
+def _entry(rank, world_size, port, device, n_threads, fn, args, out):
+    torch.set_num_threads(n_threads)
+    backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        result = fn(rank, world_size, *args)
+        if rank == 0:
+            torch.save(result, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def shard(n, rank, world_size):
+    """Contiguous share ``[lo, hi)`` of ``n`` batch rows for ``rank`` (sizes differ by at most 1)."""
+    return n * rank // world_size, n * (rank + 1) // world_size
+
+
+class LossModule(torch.nn.Module):
+    """``forward(*inputs) = loss_fn(net, *inputs)``: lets DDP see the forward pass of a loss
+    that calls other methods of ``net`` than its ``forward`` (e.g. encode/decode)."""
+
+    def __init__(self, net, loss_fn):
+        super().__init__()
+        self.net = net
+        self.loss_fn = loss_fn
+
+    def forward(self, *inputs):
+        return self.loss_fn(self.net, *inputs)
+
+
+def wrap(module, device):
+    """``DistributedDataParallel`` around ``module`` (CPU: no device ids)."""
+    dev = torch.device(device)
+    ids = [dev.index] if dev.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+
+def all_reduce_sum(t):
+    """Sum of a CPU float64 tensor over the ranks (gloo and nccl)."""
+    backend = dist.get_backend()
+    x = t.to(torch.float64)
+    if backend == "nccl":
+        x = x.cuda()
+    dist.all_reduce(x)
+    return x.cpu()
