@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 from subspacelab import CRATEEncoder
 from subspacelab.diffusion import TorchDenoiser
-from subspacelab.nn import ddp
+from subspacelab.nn import _ddp as ddp
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
 

@@ -66,7 +66,7 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
         setting. One thread is much faster on a machine with more busy threads than cores.
     distributed : None, int or "process_group", default None
         Data-parallel training with torch ``DistributedDataParallel``
-        (:mod:`subspacelab.nn.ddp`): an int ``n`` starts ``n`` processes on this machine
+        (see the scaling guide): an int ``n`` starts ``n`` processes on this machine
         (``gloo`` on CPU, ``nccl`` with one GPU per process on CUDA; ``n_threads`` torch
         threads each, default the CPU count divided by ``n``), ``"process_group"`` joins the
         process group the caller initialised (``torchrun``; every rank calls ``fit`` with the
@@ -202,14 +202,14 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
         avg.requires_grad_(False)
         mode = None
         if self.distributed is not None:
-            from ..nn.ddp import check_distributed
+            from ..nn._ddp import check_distributed
 
             mode = check_distributed(self.distributed)
         job = (net, avg, data, seed, steps, bs, lr, ema, p_mean, p_std)
         if mode is None:
             history = self._train(*job, torch.device(self.device), 0, 1)
         elif mode[0] == "spawn":
-            from ..nn import ddp
+            from ..nn import _ddp as ddp
 
             result = ddp.spawn(_denoiser_rank, mode[1], (self, *job), device=self.device,
                                n_threads=self.n_threads)
@@ -233,7 +233,7 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
         generator and trains on its share; returns the loss of every step (of the global batch).
         """
         torch = _torch()
-        from ..nn.ddp import all_reduce_sum, shard, wrap
+        from ..nn._ddp import all_reduce_sum, shard, wrap
 
         gen = torch.Generator(device="cpu").manual_seed(seed)
         model = wrap(net, tdev) if world > 1 else net
@@ -353,10 +353,10 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
 
 
 def _denoiser_rank(rank, world, est, net, avg, data, seed, steps, bs, lr, ema, p_mean, p_std):
-    """One DDP rank of ``TorchDenoiser(distributed=n).fit`` (run by :func:`subspacelab.nn.ddp.spawn`)."""
+    """One DDP rank of ``TorchDenoiser(distributed=n).fit`` (run by ``subspacelab.nn._ddp.spawn``)."""
     import copy
 
-    from ..nn.ddp import rank_device
+    from ..nn._ddp import rank_device
 
     tdev = rank_device(est.device, rank)
     # torch.multiprocessing hands the ranks the parent's tensors in shared memory: train copies

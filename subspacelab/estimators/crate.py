@@ -148,7 +148,7 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
         ``array_api_dispatch``, else ``"cpu"``).
     distributed : None, int or "process_group", default=None
         Data-parallel training with torch ``DistributedDataParallel``
-        (:mod:`subspacelab.nn.ddp`). An int ``n`` starts ``n`` processes on this machine
+        (see the scaling guide). An int ``n`` starts ``n`` processes on this machine
         (``gloo`` on CPU, ``nccl`` with one GPU per process on CUDA); ``"process_group"``
         joins the process group the caller initialised (``torchrun`` on one or several
         machines: every rank calls ``fit`` with the same data and parameters). Every process
@@ -406,7 +406,7 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
         if mode is None:
             result = self._train(*job, tdev, 0, 1)
         elif mode[0] == "spawn":
-            from ..nn import ddp
+            from ..nn import _ddp as ddp
 
             result = ddp.spawn(_crate_rank, mode[1], (self, *job, str(tdev)), device=str(tdev))
             module.load_state_dict(result.pop("state"))
@@ -434,7 +434,7 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
     def _distributed_mode(self):
         if self.distributed is None:
             return None
-        from ..nn.ddp import check_distributed
+        from ..nn._ddp import check_distributed
 
         return check_distributed(self.distributed)
 
@@ -445,7 +445,7 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
         """
         import torch
 
-        from ..nn.ddp import LossModule, all_reduce_sum, shard, wrap
+        from ..nn._ddp import LossModule, all_reduce_sum, shard, wrap
 
         gen = torch.Generator().manual_seed(seed)
         objective = LossModule(module, self._ce_loss if supervised else self._masked_loss)
@@ -854,8 +854,8 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
 
 
 def _crate_rank(rank, world, est, module, U, target, seed, train_idx, val_idx, supervised, device):
-    """One DDP rank of ``CRATEEncoder(distributed=n).fit`` (run by :func:`subspacelab.nn.ddp.spawn`)."""
-    from ..nn.ddp import rank_device
+    """One DDP rank of ``CRATEEncoder(distributed=n).fit`` (run by ``subspacelab.nn._ddp.spawn``)."""
+    from ..nn._ddp import rank_device
 
     tdev = rank_device(device, rank)
     # torch.multiprocessing hands the ranks the parent's tensors in shared memory: train a copy

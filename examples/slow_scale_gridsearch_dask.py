@@ -1,6 +1,10 @@
-"""Hyper-parameter search over a subspacelab estimator with joblib's Dask backend.
+"""
+Hyper-parameter search on a Dask cluster
+========================================
 
-    python examples/scale_gridsearch_dask.py
+Hyper-parameter search over a subspacelab estimator with joblib's Dask backend.
+
+    python examples/slow_scale_gridsearch_dask.py
 
 GridSearchCV(n_jobs=-1) runs its (candidate, fold) fits through joblib; inside
 joblib.parallel_config(backend="dask") they become tasks of the Dask cluster the Client is

@@ -1,6 +1,10 @@
-"""Complete a matrix that is only ever held in pieces: AltMinCompleter on a Dask LocalCluster.
+"""
+Matrix completion larger than memory with Dask
+==============================================
 
-    python examples/scale_altmin_dask.py [--rows 50000] [--cols 10000] [--observed 2000000]
+Complete a matrix that is only ever held in pieces: AltMinCompleter on a Dask LocalCluster.
+
+    python examples/slow_scale_altmin_dask.py [--rows 50000] [--cols 10000] [--observed 2000000]
 
 A rank-5 matrix is generated chunk by chunk as a Dask array of scipy.sparse row chunks (stored
 entries = observations): no process ever holds the dense matrix, which would take

@@ -1,6 +1,10 @@
-"""Per-pixel Fabry–Perot calibration of a chunked detector cube on a Dask LocalCluster.
+"""
+Per-pixel calibration of a chunked detector cube with Dask
+==========================================================
 
-    python examples/scale_irca_dask.py [--side 24]
+Per-pixel Fabry–Perot calibration of a chunked detector cube on a Dask LocalCluster.
+
+    python examples/slow_scale_irca_dask.py [--side 24]
 
 A calibration cube of shape (interferometers, side, side, sources) is simulated, wrapped as a
 Dask array chunked over interferometers and image rows, and calibrated pixel by pixel:

@@ -1,6 +1,10 @@
-"""Train CRATEEncoder and TorchDenoiser with torch DistributedDataParallel on 2 CPU processes.
+"""
+Distributed training with torch DDP
+===================================
 
-    python examples/scale_ddp_training.py
+Train CRATEEncoder and TorchDenoiser with torch DistributedDataParallel on 2 CPU processes.
+
+    python examples/slow_scale_ddp_training.py
 
 distributed=2 spawns two processes (gloo backend on CPU; nccl, one GPU each, for a CUDA
 device); each takes half of every global mini-batch and DDP averages the gradients, so the
