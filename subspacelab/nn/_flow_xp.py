@@ -242,7 +242,7 @@ def _unsqueeze(x, xp):
 def _coupling_params(h, C2, kind, xp):
     B, _, H, W = h.shape
     if kind == "affine":
-        return h[:, :C2], h[:, C2:]
+        return h[:, :C2, ...], h[:, C2:, ...]
     K3 = h.shape[1] // C2
     h = xp.permute_dims(xp.reshape(h, (B, C2, K3, H, W)), (0, 1, 3, 4, 2))
     return h
@@ -251,10 +251,10 @@ def _coupling_params(h, C2, kind, xp):
 def _coupling(x, p, xp, inverse):
     C = x.shape[1]
     C1 = C // 2
-    xa, xb = x[:, :C1], x[:, C1:]
+    xa, xb = x[:, :C1, ...], x[:, C1:, ...]
     h = _conditioner(xa, p, xp)
     if p["kind"] == "affine":
-        shift, raw = h[:, : C - C1], h[:, C - C1:]
+        shift, raw = h[:, :C - C1, ...], h[:, C - C1:, ...]
         scale = 1.0 / (1.0 + xp.exp(-(raw + 2.0))) + 1e-3
         yb = (xb - shift) / scale if inverse else xb * scale + shift
         ld = xp.sum(xp.log(scale), axis=(1, 2, 3))
@@ -293,7 +293,9 @@ def _asarrays(exported, xp, device, dtype):
         if isinstance(v, list):
             return [conv(u) for u in v]
         if hasattr(v, "shape"):
-            return xp.asarray(v, dtype=dtype, device=device)
+            from .._backend import move_to
+
+            return xp.astype(move_to(v, xp, device), dtype)
         return v
 
     return conv(exported)
@@ -317,8 +319,8 @@ def flow_forward(x, exported, xp=None):
             logdet = logdet + ld
         if li < len(ex["levels"]) - 1:
             half = x.shape[1] // 2
-            parts.append(xp.reshape(x[:, :half], (B, -1)))
-            x = x[:, half:]
+            parts.append(xp.reshape(x[:, :half, ...], (B, -1)))
+            x = x[:, half:, ...]
     parts.append(xp.reshape(x, (B, -1)))
     return xp.concat(parts, axis=1), logdet
 
