@@ -65,8 +65,8 @@ def cosine_gradient(y, x, xp=None):
     with norms floored at 1e-6 (spec §4.3, step 1; an uncentred correlation).
     """
     xp = xp if xp is not None else array_api_compat.array_namespace(y)
-    ny = xp.maximum(xp.sqrt(_per_sample(y * y, xp)), xp.asarray(_EPS, dtype=y.dtype))
-    nx = xp.maximum(xp.sqrt(_per_sample(x * x, xp)), xp.asarray(_EPS, dtype=y.dtype))
+    ny = xp.maximum(xp.sqrt(_per_sample(y * y, xp)), xp.asarray(_EPS, dtype=y.dtype, device=_dev(y)))
+    nx = xp.maximum(xp.sqrt(_per_sample(x * x, xp)), xp.asarray(_EPS, dtype=y.dtype, device=_dev(y)))
     inner = _per_sample(y * x, xp)
     return -x / (ny * nx) + inner * y / (ny**3 * nx)
 
@@ -88,7 +88,7 @@ def edge_masks(x, percentile=30.0, threshold=0.05, xp=None):
         B = x.shape[0]
         flat = xp.reshape(mag, (B, -1))
         ffg = xp.reshape(fg, (B, -1))
-        big = xp.asarray(math.inf, dtype=x.dtype)
+        big = xp.asarray(math.inf, dtype=x.dtype, device=_dev(x))
         vals = xp.sort(xp.where(ffg, flat, big), axis=1)
         count = xp.sum(xp.astype(ffg, xp.int64), axis=1)
         # nearest-rank percentile of the foreground magnitudes, per sample
@@ -204,13 +204,15 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         Spline parameters.
     num_bits : int, default=8
         Dequantisation bit depth. Paper/code: 12.
-    max_steps, batch_size, learning_rate : int, int, float, default=600, 32, 1e-3
+    max_steps, batch_size, learning_rate : int, int, float, default=400, 16, 1e-3
         Adam steps (cosine annealed to 0), mini-batch size, initial learning rate. Paper/code:
         10,000 steps, batch 256, 5e-4.
-    alpha : float in [0, 1), default=0.01
-        Latent shrink per iteration. Paper/code: 0.001 (see Notes).
+    alpha : float in [0, 1), default=0.001
+        Latent shrink per iteration (the reference's value).
     beta_fidelity, beta_edge : float, default=1000.0, 0.001
         Weights (and step sizes) of the cosine-fidelity and edge terms; the reference's values.
+        The cosine's gradient per pixel scales as :math:`1/D`, so at fewer pixels than the
+        reference's 144 x 176 the same weight takes larger per-pixel steps.
     n_iter : int, default=10
     edge_percentile, foreground_threshold : float, default=30.0, 0.05
         Mask parameters (reference: 30th percentile, x > 0.05).
@@ -221,11 +223,13 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         Reference mode: the flow sees ``y`` floored to ``2**num_bits`` bins (bin centres) and
         its inverse is floored back, which erases updates smaller than a bin on every
         iteration; False keeps ``y`` continuous.
-    inference : {"array_api", "torch"}, default="array_api"
+    inference : {"torch", "array_api"}, default="torch"
         Where :meth:`transform`, :meth:`score_samples` and :meth:`sample` evaluate the flow: the
-        exported weights as array-API code in the input's namespace, or the torch modules.
+        torch modules (inputs are moved with DLPack and results come back in the input's
+        namespace), or the exported weights as pure array-API code in the input's namespace
+        (NumPy, CuPy, ...; the same function, slower on CPU).
     n_threads : int, optional
-        torch CPU threads during fit (restored afterwards).
+        torch CPU threads during fit and torch inference (restored afterwards).
     device : str, default="cpu"
         torch device for training and ``inference="torch"``.
     random_state : int, Generator or None
@@ -248,10 +252,8 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
 
     Notes
     -----
-    Faithful to the reference loop (spec §4.3) with these differences, each a parameter:
-    ``alpha`` defaults to 0.01 instead of 0.001 (at 0.001 and 10 iterations the latent moves by
-    1 % and the output is the cosine-fidelity iterate alone; the default was chosen on training
-    slices); the edge mask's percentile is over the foreground; Sobel uses zero padding, which
+    Faithful to the reference loop (spec §4.3) and its default weights, with these
+    differences: the edge mask's percentile is over the foreground; Sobel uses zero padding, which
     makes :math:`S^\top = -S` exact (the reference uses OpenCV's reflected borders); the
     quantisation of ``quantize=True`` uses bin centres. The conditioners have no batch norm.
     The paper's own loss weights, iteration count and evaluation protocol are [unverified]
@@ -279,10 +281,10 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, image_shape=None, *, levels=3, steps_per_level=4, hidden_channels=32, n_blocks=1,
-                 coupling="affine", num_bins=8, tail_bound=3.0, num_bits=8, max_steps=600, batch_size=32,
-                 learning_rate=1e-3, alpha=0.01, beta_fidelity=1000.0, beta_edge=0.001, n_iter=10,
+                 coupling="affine", num_bins=8, tail_bound=3.0, num_bits=8, max_steps=400, batch_size=16,
+                 learning_rate=1e-3, alpha=0.001, beta_fidelity=1000.0, beta_edge=0.001, n_iter=10,
                  edge_percentile=30.0, foreground_threshold=0.05, init="target_mean", quantize=False,
-                 inference="array_api", n_threads=None, device="cpu", random_state=None, verbose=0):
+                 inference="torch", n_threads=None, device="cpu", random_state=None, verbose=0):
         self.image_shape = image_shape
         self.levels = levels
         self.steps_per_level = steps_per_level
@@ -379,13 +381,13 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
             check_is_fitted(self, "flow_")
             check_same_namespace(X, self, attribute="target_mean_", method=method)
         flat, event = self._flat(X)
+        if not reset and event is not None and event != tuple(self.image_shape_[1:]):
+            raise ValueError(f"X has images of shape {event}; this BlindHarmonizer was fitted on images of shape "
+                             f"{tuple(self.image_shape_[1:])}")
         Xv, xp, dev = validate_input(self, flat, reset=reset)
         if reset:
             self.image_shape_ = self._layout(event, Xv.shape[1])
             self._event = event
-        elif event is not None and event != self.image_shape_[1:]:
-            raise ValueError(f"X has images of shape {event}; this BlindHarmonizer was fitted on images of shape "
-                             f"{self.image_shape_[1:]}")
         imgs = xp.reshape(Xv, (Xv.shape[0], *self.image_shape_))
         return minmax_normalize(imgs, xp), xp, dev, event
 
@@ -421,7 +423,7 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         imgs, xp, dev, _ = self._images(X, reset=True, method="fit")
         with self._threads(torch):
             self._train(imgs, xp, torch)
-        self.target_mean_ = self._to_input_layout(xp.mean(imgs, axis=0, keepdims=True), self._event, xp)[0]
+        self.target_mean_ = self._to_input_layout(xp.mean(imgs, axis=0, keepdims=True), self._event, xp)[0, ...]
         return self
 
     def _train(self, imgs, xp, torch):
@@ -526,8 +528,11 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         else:
             mean = xp.astype(move_to(self.target_mean_, xp, dev), x.dtype)
             y0 = xp.broadcast_to(xp.reshape(mean, (1, *self.image_shape_)), x.shape)
-        y, self.n_rejected_ = harmonize(x, y0, encode, decode, alpha=self.alpha, beta_fidelity=self.beta_fidelity,
-                                        beta_edge=self.beta_edge, n_iter=self.n_iter, masks=masks, xp=xp)
+        beta_f = self.beta_fidelity
+        torch = lazy_import("torch")
+        with self._threads(torch):
+            y, self.n_rejected_ = harmonize(x, y0, encode, decode, alpha=self.alpha, beta_fidelity=beta_f,
+                                            beta_edge=self.beta_edge, n_iter=self.n_iter, masks=masks, xp=xp)
         return self._to_input_layout(y, event, xp)
 
     def score_samples(self, X):

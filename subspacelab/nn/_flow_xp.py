@@ -255,7 +255,7 @@ def _coupling(x, p, xp, inverse):
     h = _conditioner(xa, p, xp)
     if p["kind"] == "affine":
         shift, raw = h[:, :C - C1, ...], h[:, C - C1:, ...]
-        scale = 1.0 / (1.0 + xp.exp(-(raw + 2.0))) + 1e-3
+        scale = 0.5 * (1.0 + xp.tanh(0.5 * (raw + 2.0))) + 1e-3  # sigmoid(raw + 2), overflow-free
         yb = (xb - shift) / scale if inverse else xb * scale + shift
         ld = xp.sum(xp.log(scale), axis=(1, 2, 3))
         ld = -ld if inverse else ld
