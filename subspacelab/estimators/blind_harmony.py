@@ -209,16 +209,24 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         10,000 steps, batch 256, 5e-4.
     alpha : float in [0, 1), default=0.001
         Latent shrink per iteration (the reference's value).
-    beta_fidelity, beta_edge : float, default=1000.0, 0.001
-        Weights (and step sizes) of the cosine-fidelity and edge terms; the reference's values.
-        The cosine's gradient per pixel scales as :math:`1/D`, so at fewer pixels than the
-        reference's 144 x 176 the same weight takes larger per-pixel steps.
+    beta_fidelity : float, optional
+        Weight (and step size) of the cosine-fidelity term. The cosine's gradient per pixel
+        scales as :math:`1/D`, so the default is the reference's 1000 at 144 x 176 pixels
+        scaled to the same per-pixel step, :math:`1000\,D/25344` (162 at 64 x 64); the
+        unscaled 1000 at 32 x 32 overshoots badly.
+    beta_edge : float, default=0.001
+        Weight of the edge term (its subgradient is O(1) per pixel at any size); the
+        reference's value.
     n_iter : int, default=10
     edge_percentile, foreground_threshold : float, default=30.0, 0.05
         Mask parameters (reference: 30th percentile, x > 0.05).
-    init : {"target_mean", "source"}, default="target_mean"
-        :math:`y_0`: the mean normalised training image (the reference uses the mean at the
-        same slice position), or the normalised source.
+    init : {"nearest_target", "target_mean", "source"}, default="nearest_target"
+        :math:`y_0`. The reference starts from the mean target image *at the same slice
+        position* (over about 20-200 subjects). Without slice positions, ``"nearest_target"``
+        takes the training image with the largest (uncentred) cosine to the source, a blind
+        stand-in for it; ``"target_mean"`` is the mean over all training images (a poor start
+        when they span many slice positions); ``"source"`` the normalised source itself. The
+        default was chosen on shifted training slices (leave-one-out), not on test data.
     quantize : bool, default=False
         Reference mode: the flow sees ``y`` floored to ``2**num_bits`` bins (bin centres) and
         its inverse is floored back, which erases updates smaller than a bin on every
@@ -243,6 +251,8 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         The trained flow (evaluation mode).
     target_mean_ : array of shape X.shape[1:]
         Mean normalised training image, in the input's namespace.
+    target_images_ : array of X's shape
+        The normalised training images (candidates of ``init="nearest_target"``).
     loss_curve_ : ndarray of shape (max_steps,)
         Training negative log-likelihood in bits per dimension, per step.
     image_shape_ : tuple (C, H, W)
@@ -282,8 +292,8 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
 
     def __init__(self, image_shape=None, *, levels=3, steps_per_level=4, hidden_channels=32, n_blocks=1,
                  coupling="affine", num_bins=8, tail_bound=3.0, num_bits=8, max_steps=400, batch_size=16,
-                 learning_rate=1e-3, alpha=0.001, beta_fidelity=1000.0, beta_edge=0.001, n_iter=10,
-                 edge_percentile=30.0, foreground_threshold=0.05, init="target_mean", quantize=False,
+                 learning_rate=1e-3, alpha=0.001, beta_fidelity=None, beta_edge=0.001, n_iter=10,
+                 edge_percentile=30.0, foreground_threshold=0.05, init="nearest_target", quantize=False,
                  inference="torch", n_threads=None, device="cpu", random_state=None, verbose=0):
         self.image_shape = image_shape
         self.levels = levels
@@ -332,12 +342,12 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
 
     def _check_transform_params(self):
         check_param("alpha", self.alpha, "real", low=0.0, high=1.0, closed="left")
-        check_param("beta_fidelity", self.beta_fidelity, "real", low=0.0)
+        check_param("beta_fidelity", self.beta_fidelity, "real", low=0.0, allow_none=True)
         check_param("beta_edge", self.beta_edge, "real", low=0.0)
         check_param("n_iter", self.n_iter, "int", low=0)
         check_param("edge_percentile", self.edge_percentile, "real", low=0.0, high=100.0)
         check_param("foreground_threshold", self.foreground_threshold, "real", low=0.0, high=1.0, closed="left")
-        check_param("init", self.init, "option", options=("target_mean", "source"))
+        check_param("init", self.init, "option", options=("nearest_target", "target_mean", "source"))
         check_param("quantize", self.quantize, "bool")
         check_param("inference", self.inference, "option", options=("array_api", "torch"))
 
@@ -424,6 +434,7 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         with self._threads(torch):
             self._train(imgs, xp, torch)
         self.target_mean_ = self._to_input_layout(xp.mean(imgs, axis=0, keepdims=True), self._event, xp)[0, ...]
+        self.target_images_ = self._to_input_layout(imgs, self._event, xp)
         return self
 
     def _train(self, imgs, xp, torch):
@@ -525,10 +536,19 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         masks = edge_masks(x, self.edge_percentile, self.foreground_threshold, xp)
         if self.init == "source":
             y0 = x
+        elif self.init == "nearest_target":
+            T = xp.astype(move_to(self.target_images_, xp, dev), x.dtype)
+            T = xp.reshape(T, (T.shape[0], -1))
+            F = xp.reshape(x, (x.shape[0], -1))
+            cos = (F @ xp.matrix_transpose(T)) / xp.reshape(xp.linalg.vector_norm(T, axis=1), (1, -1))
+            idx = xp.argmax(cos, axis=1)
+            y0 = xp.reshape(xp.take(T, idx, axis=0), x.shape)
         else:
             mean = xp.astype(move_to(self.target_mean_, xp, dev), x.dtype)
             y0 = xp.broadcast_to(xp.reshape(mean, (1, *self.image_shape_)), x.shape)
         beta_f = self.beta_fidelity
+        if beta_f is None:
+            beta_f = 1000.0 * math.prod(self.image_shape_) / (144 * 176)
         torch = lazy_import("torch")
         with self._threads(torch):
             y, self.n_rejected_ = harmonize(x, y0, encode, decode, alpha=self.alpha, beta_fidelity=beta_f,
