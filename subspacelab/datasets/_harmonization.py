@@ -93,7 +93,7 @@ _TISSUES = {
 # Modified Shepp-Logan ellipses (centre x, centre y, semi-axis a, b, angle deg) with tissues.
 _ELLIPSES = (
     (0.0, 0.0, 0.69, 0.92, 0.0, "fat"),
-    (0.0, -0.0184, 0.6624, 0.874, 0.0, "bone"),
+    (0.0, -0.0184, 0.64, 0.86, 0.0, "bone"),
     (0.0, -0.0184, 0.63, 0.84, 0.0, "gray"),
     (0.0, -0.0184, 0.55, 0.76, 0.0, "white"),
     (0.22, 0.0, 0.11, 0.31, -18.0, "csf"),
@@ -128,8 +128,9 @@ def make_spin_echo_phantoms(n_samples=16, size=64, *, scanner="A", random_state=
     :math:`S = M_0\,(1 - e^{-TR/T_1(B_0)})\,e^{-TE/T_2}` (spec §4.5 iv).
 
     Each sample is a "subject": the ellipses of the modified Shepp-Logan phantom with tissue
-    labels (fat, skull, gray and white matter, CSF, lesions) whose centres, sizes and angles
-    are jittered, with a smooth +-5 % proton-density texture. The same ``random_state`` gives the
+    labels (scalp fat, skull, gray and white matter, CSF, lesions): the head's size varies
+    (+-4 %), the inner structures move, resize and turn individually, and a smooth +-5 %
+    proton-density texture is added. The same ``random_state`` gives the
     same subjects for every scanner, so two scanners image the same anatomy.
 
     Parameters
@@ -181,10 +182,13 @@ def make_spin_echo_phantoms(n_samples=16, size=64, *, scanner="A", random_state=
         m0 = np.zeros((size, size))
         r1 = np.zeros((size, size))
         r2 = np.zeros((size, size))
-        for cx, cy, a, b, ang, tissue in _ELLIPSES:
-            scale = 1.0 + 0.06 * sub.standard_normal()
-            cx, cy = cx + 0.02 * sub.standard_normal(), cy + 0.02 * sub.standard_normal()
-            th = math.radians(ang + 4.0 * sub.standard_normal())
+        head = 1.0 + 0.04 * sub.standard_normal()  # head size; the nested outer layers share it
+        for k, (cx, cy, a, b, ang, tissue) in enumerate(_ELLIPSES):
+            inner = k >= 4  # ventricles, gray-matter blobs, lesions move and change size individually
+            scale = head * (1.0 + 0.08 * sub.standard_normal()) if inner else head
+            cx = head * cx + (0.03 * sub.standard_normal() if inner else 0.0)
+            cy = head * cy + (0.03 * sub.standard_normal() if inner else 0.0)
+            th = math.radians(ang + (6.0 * sub.standard_normal() if inner else 0.0))
             du, dv = u - cx, v - cy
             inside = ((du * math.cos(th) + dv * math.sin(th)) / (a * scale)) ** 2 + \
                      ((-du * math.sin(th) + dv * math.cos(th)) / (b * scale)) ** 2 <= 1.0

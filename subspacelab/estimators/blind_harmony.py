@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 
 import array_api_compat
 import numpy as np
@@ -182,7 +183,8 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
     scaling is free); the latent shrink is a gradient step of size :math:`\alpha` on
     :math:`\tfrac12\|z\|^2` in latent coordinates, pulling :math:`y` towards the typical set of
     the target domain. Only :math:`f` and :math:`f^{-1}` are evaluated, never their Jacobians.
-    A shrink whose result is non-finite, sums to 0 or exceeds 100 is rejected for that slice.
+    A shrink whose result is non-finite, sums to 0 or exceeds 100 is rejected for that slice
+    (with a RuntimeWarning).
 
     Parameters
     ----------
@@ -253,12 +255,10 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         Mean normalised training image, in the input's namespace.
     target_images_ : array of X's shape
         The normalised training images (candidates of ``init="nearest_target"``).
-    loss_curve_ : ndarray of shape (max_steps,)
+    loss_curve_ : list of float, length max_steps
         Training negative log-likelihood in bits per dimension, per step.
     image_shape_ : tuple (C, H, W)
     n_features_in_ : int
-    n_rejected_ : int
-        Shrinks rejected by the safeguard in the last :meth:`transform`.
 
     Notes
     -----
@@ -477,7 +477,7 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         flow.eval()
         flow.requires_grad_(False)
         self.flow_ = flow
-        self.loss_curve_ = curve
+        self.loss_curve_ = curve.tolist()
         self._exported = flow.export()
 
     # ----------------------------------------------------------------------------- the flow, any namespace
@@ -551,8 +551,12 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
             beta_f = 1000.0 * math.prod(self.image_shape_) / (144 * 176)
         torch = lazy_import("torch")
         with self._threads(torch):
-            y, self.n_rejected_ = harmonize(x, y0, encode, decode, alpha=self.alpha, beta_fidelity=beta_f,
-                                            beta_edge=self.beta_edge, n_iter=self.n_iter, masks=masks, xp=xp)
+            y, rejected = harmonize(x, y0, encode, decode, alpha=self.alpha, beta_fidelity=beta_f,
+                                    beta_edge=self.beta_edge, n_iter=self.n_iter, masks=masks, xp=xp)
+        if rejected:
+            warnings.warn(f"BlindHarmonizer: the safeguard rejected {rejected} latent shrink(s) (non-finite, all-zero "
+                          "or > 100 results of the flow's inverse) and kept the pre-shrink images there; lower "
+                          "beta_fidelity or alpha", RuntimeWarning, stacklevel=2)
         return self._to_input_layout(y, event, xp)
 
     def score_samples(self, X):
