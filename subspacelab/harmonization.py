@@ -74,8 +74,8 @@ def histogram_matching(X, X_target, *, foreground_threshold=0.05):
     --------
     >>> import numpy as np
     >>> from subspacelab.harmonization import histogram_matching
-    >>> t = np.linspace(0.1, 1.0, 16).reshape(1, 4, 4)
-    >>> np.allclose(histogram_matching(t ** 2, t), t, atol=0.03)
+    >>> t = np.linspace(0.3, 1.0, 16).reshape(1, 4, 4)
+    >>> bool(np.abs(histogram_matching(t ** 2, t) - t).max() < 0.025)  # up to quantile interpolation
     True
     """
     X, T, mx, mt, single = _prepare(X, X_target, foreground_threshold)

@@ -38,7 +38,8 @@ def test_histogram_matching_undoes_a_monotone_map_of_the_target(target):
     np.testing.assert_array_equal(out[~fg], src[~fg])
     one = histogram_matching(src[0], target[0])  # one image onto its own histogram: exact ranks
     assert one.shape == (32, 32)
-    assert np.max(np.abs(one - target[0])[fg[0]]) < 0.06
+    err = np.abs(one - target[0])[fg[0]]
+    assert np.median(err) < 1e-3 and err.mean() < 0.01  # exact up to interpolation at intensity jumps
 
 
 def test_nyul_recovers_an_affine_map_and_zscore_matches_moments(target):

@@ -613,7 +613,7 @@ def demo_row():
     X = load_mni152_axial_slices(size=32, step=3)
     train, test = X[::2], X[1::2][:8]
     shifted = DomainShift("bias_field", random_state=0)(test)
-    est = BlindHarmonizer(levels=2, steps_per_level=2, hidden_channels=16, max_steps=150, random_state=0,
+    est = BlindHarmonizer(levels=2, steps_per_level=2, hidden_channels=16, max_steps=60, random_state=0,
                           n_threads=1).fit(train)
     ours = est.transform(shifted)
     base = nyul_normalize(shifted, train)
