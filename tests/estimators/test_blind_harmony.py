@@ -265,3 +265,9 @@ def test_spline_coupling_trains(phantoms):
     assert np.mean(est.loss_curve_[-5:]) < np.mean(est.loss_curve_[:5])
     out = est.transform(DomainShift("gamma", random_state=0)(phantoms[16:18]))
     assert out.shape == (2, 16, 16) and np.isfinite(out).all()
+
+
+def test_verbose_prints_progress(phantoms, capsys):
+    BlindHarmonizer(max_steps=3, verbose=1, **TINY).fit(phantoms[:8])
+    out = capsys.readouterr().out
+    assert "step 1/3" in out and "bits/dim" in out
