@@ -606,8 +606,8 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
 
 def demo_row():
     """BlindHarmonizer vs Nyúl standardisation on MNI152 axial slices under a bias field (32 x 32)."""
-    from ..datasets import load_mni152_axial_slices
-    from ..harmonization import DomainShift, nyul_normalize
+    from ..datasets import DomainShift, load_mni152_axial_slices
+    from ..harmonization import nyul_normalize
     from ..metrics import psnr
 
     X = load_mni152_axial_slices(size=32, step=3)
