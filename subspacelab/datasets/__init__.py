@@ -6,7 +6,13 @@ Loaders read files shipped inside installed wheels (never downloading anything) 
 
 from ._completion import make_low_rank_matrix_completion, oversampling_to_probability
 from ._digit_tasks import DIGIT_TASKS, make_digit_tasks
-from ._harmonization import SCANNERS, SHIFT_KINDS, DomainShift, load_mni152_axial_slices, make_spin_echo_phantoms
+from ._harmonization import (
+    SCANNERS,
+    SHIFT_KINDS,
+    DomainShift,
+    load_mni152_axial_slices,
+    make_spin_echo_phantoms,
+)
 from ._images import DataNotAvailableError, load_digits, load_mnist_5k
 from ._medical import (
     load_mni152_t1,
@@ -28,11 +34,11 @@ from .fabry_perot import (
 
 __all__ = [
     "DIGIT_TASKS",
-    "DataNotAvailableError",
-    "DomainShift",
     "IMSPOC_PROTOTYPES",
     "SCANNERS",
     "SHIFT_KINDS",
+    "DataNotAvailableError",
+    "DomainShift",
     "load_digits",
     "load_earthlib_spectra",
     "load_imspoc",

@@ -15,9 +15,9 @@ from .._validation import check_param
 from ._medical import load_mni152_t1, resize_image
 
 __all__ = [
-    "DomainShift",
     "SCANNERS",
     "SHIFT_KINDS",
+    "DomainShift",
     "load_mni152_axial_slices",
     "make_spin_echo_phantoms",
 ]

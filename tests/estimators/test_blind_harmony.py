@@ -185,7 +185,7 @@ def test_spec_invariants_cosine_ascent_and_exact_shrink():
         prev = now
     assert np.all(prev > start + 0.05)
     # betas = 0: every iteration multiplies ||z|| by (1 - alpha) exactly
-    encode, decode, A, b, _ = _linear_flow(36, 3)
+    encode, decode, _, b, _ = _linear_flow(36, 3)
     lin = (lambda v: encode(v) - b, lambda z: decode(z + b))
     y0 = rng.random((2, 1, 6, 6))
     out, _ = bh.harmonize(x, y0, *lin, alpha=0.2, beta_fidelity=0.0, beta_edge=0.0, n_iter=3, masks=masks, xp=xnp)

@@ -76,7 +76,7 @@ def test_layer_logdet_identities():
     conv = InvertibleConv1x1(3).double()
     with torch.no_grad():
         conv.log_diag.add_(0.3)
-    sign, logabs = torch.linalg.slogdet(conv.weight())
+    _, logabs = torch.linalg.slogdet(conv.weight())
     assert torch.allclose(conv(x)[1], 20 * logabs.expand(2))
     assert torch.allclose(logabs, conv.log_diag.sum())
     assert torch.all(Squeeze()(x[:, :, :4, :4])[1] == 0)
@@ -201,7 +201,7 @@ def test_spline_density_integrates_to_one():
 def test_spline_torch_autograd_matches_numpy():
     uw, uh, ud = _spline_params(7, (5,), 4, 1.0)
     x = np.linspace(-3.5, 3.5, 5)
-    yn, ln = rational_quadratic_spline(x, uw, uh, ud, xp=xnp)
+    yn, _ = rational_quadratic_spline(x, uw, uh, ud, xp=xnp)
     tt = [torch.tensor(a, requires_grad=True) for a in (x, uw, uh, ud)]
     yt, lt = rational_quadratic_spline(*tt, xp=xt)
     np.testing.assert_allclose(yt.detach().numpy(), yn, atol=1e-12)
