@@ -203,15 +203,17 @@ def _conv1x1(x, weight, bias, xp):
 
 
 def _conv3x3(x, weight, bias, xp):
-    """x (B, C, H, W), weight (O, C, 3, 3), zero padding 1 -> (B, O, H, W) (torch's conv2d)."""
+    """x (B, C, H, W), weight (O, C, 3, 3), zero padding 1 -> (B, O, H, W) (torch's conv2d).
+
+    im2col: the nine shifted copies of the padded input are stacked along the channels
+    (shift-major) and contracted with the weight reordered to (O, 9C) in one matmul.
+    """
     H, W = x.shape[-2], x.shape[-1]
+    O, C = weight.shape[0], weight.shape[1]
     p = _pad1(x, xp)
-    out = None
-    for i in range(3):
-        for j in range(3):
-            term = _conv1x1(p[..., i:i + H, j:j + W], weight[:, :, i, j], None, xp)
-            out = term if out is None else out + term
-    return out + xp.reshape(bias, (1, bias.shape[0], 1, 1))
+    cols = xp.concat([p[..., i:i + H, j:j + W] for i in range(3) for j in range(3)], axis=1)
+    w = xp.reshape(xp.permute_dims(weight, (0, 2, 3, 1)), (O, 9 * C))
+    return _conv1x1(cols, w, bias, xp)
 
 
 def _relu(x, xp):
