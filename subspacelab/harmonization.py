@@ -95,7 +95,16 @@ def histogram_matching(X, X_target, *, foreground_threshold=0.05):
 
 def zscore_normalize(X, X_target, *, foreground_threshold=0.05):
     r"""Standardise each image's foreground and express it in the target's units:
-    :math:`\mu_T + \sigma_T (x - \mu_x)/\sigma_x` (pooled target foreground :math:`\mu_T, \sigma_T`)."""
+    :math:`\mu_T + \sigma_T (x - \mu_x)/\sigma_x` (pooled target foreground :math:`\mu_T, \sigma_T`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import zscore_normalize
+    >>> t = np.linspace(0.2, 1.0, 16).reshape(1, 4, 4)
+    >>> bool(np.allclose(zscore_normalize(0.5 * t + 0.1, t), t))
+    True
+    """
     X, T, mx, mt, single = _prepare(X, X_target, foreground_threshold)
     mu_t, sd_t = T[mt].mean(), T[mt].std()
     out = X.copy()
@@ -114,6 +123,14 @@ def nyul_normalize(X, X_target, *, percentiles=NYUL_PERCENTILES, foreground_thre
     Landmarks are the foreground ``percentiles`` of each image; the standard scale is their
     mean over the target images. Between landmarks the map is linear; beyond the end
     landmarks it extends the first/last segment linearly.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import nyul_normalize
+    >>> t = np.linspace(0.2, 1.0, 64).reshape(1, 8, 8)
+    >>> bool(np.allclose(nyul_normalize(0.5 * t + 0.1, t), t))
+    True
     """
     X, T, mx, mt, single = _prepare(X, X_target, foreground_threshold)
     pct = np.asarray(percentiles, dtype=np.float64)
@@ -140,6 +157,15 @@ def multiotsu_thresholds(X, *, n_classes=3, foreground_threshold=0.05, n_bins=25
     """Multi-Otsu thresholds (maximal between-class variance) of the pooled foreground of ``X``.
 
     Exhaustive search over histogram bin edges (``n_classes`` = 3: two thresholds).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import multiotsu_thresholds
+    >>> img = np.repeat([0.2, 0.5, 0.9], 12).reshape(1, 6, 6)
+    >>> t = multiotsu_thresholds(img)
+    >>> bool(0.2 < t[0] < 0.5 < t[1] < 0.9)
+    True
     """
     check_param("n_classes", n_classes, "option", options=(2, 3))
     X = _stack(X, "X")
@@ -166,7 +192,15 @@ def multiotsu_thresholds(X, *, n_classes=3, foreground_threshold=0.05, n_bins=25
 
 
 def three_class_segmentation(X, thresholds, *, foreground_threshold=0.05):
-    """Labels 0 (background), 1, 2, 3 (tissue classes split at the two ``thresholds``)."""
+    """Labels 0 (background), 1, 2, 3 (tissue classes split at the two ``thresholds``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import three_class_segmentation
+    >>> three_class_segmentation(np.array([[0.0, 0.3, 0.6, 0.9]]), (0.4, 0.8)).tolist()
+    [[[0, 1, 2, 3]]]
+    """
     X = _stack(X, "X")
     t = np.asarray(thresholds, dtype=np.float64)
     if t.shape != (2,) or not t[0] < t[1]:
@@ -177,7 +211,16 @@ def three_class_segmentation(X, thresholds, *, foreground_threshold=0.05):
 
 
 def dice_score(labels_a, labels_b, classes=(1, 2, 3)):
-    """Mean Dice over ``classes`` per image (classes absent from both images count as 1)."""
+    """Mean Dice over ``classes`` per image (classes absent from both images count as 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import dice_score
+    >>> a = np.array([[1, 1, 2, 3]])
+    >>> dice_score(a, a).tolist(), dice_score(a, np.array([[1, 2, 2, 3]])).round(3).tolist()
+    ([1.0], [0.778])
+    """
     a, b = np.asarray(labels_a), np.asarray(labels_b)
     if a.shape != b.shape:
         raise ValueError(f"label maps must have one shape, got {a.shape} and {b.shape}")
