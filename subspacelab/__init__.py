@@ -12,6 +12,7 @@ __version__ = "0.1.0.dev0"
 # else; tests/test_common.py discovers the list from this mapping.
 _ESTIMATORS = {
     "AltMinCompleter": ".estimators.altmin",
+    "BlindHarmonizer": ".estimators.blind_harmony",
     "CRATEEncoder": ".estimators.crate",
     "CoPaintInpainter": ".estimators.copaint",
     "DDSReconstructor": ".estimators.dds",

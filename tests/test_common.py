@@ -18,6 +18,9 @@ from tests._reference_estimator import ReferenceSubspaceProjector
 # Per-estimator constructor arguments that keep the common checks small and fast.
 CHECK_PARAMS = {
     "AltMinCompleter": {"rank": 1, "n_iter": 200, "tol": 1e-4, "random_state": 0},
+    # levels=0: the checks' 2-D data are n_features channels of one pixel (no squeeze possible).
+    "BlindHarmonizer": {"levels": 0, "steps_per_level": 1, "hidden_channels": 4, "max_steps": 2, "batch_size": 8,
+                        "n_iter": 2, "n_threads": 1, "random_state": 0},
     # k = 1 keeps subspace_dim <= n_features on the 1- and 2-feature data of the checks.
     "GrassmannClassifier": {"subspace_dim": 1, "n_epochs": 5, "batch_size": 16},
     "SoftmaxVectorClassifier": {"n_epochs": 5, "batch_size": 16},
@@ -140,6 +143,14 @@ EXPECTED_FAILED_CHECKS = {
         "check_estimators_pickle": _COPAINT_NAN,
         "check_array_api_input": _COPAINT_SCORE + " (predict on every backend: tests/estimators/test_copaint.py)",
         "check_array_api_mixed_inputs": _COPAINT_SCORE,
+    },
+    "BlindHarmonizer": {
+        "check_estimators_dtypes": (
+            "the check's integer data (values 0-3, few features) has constant rows; BlindHarmonizer "
+            "min-max normalises every sample like the reference and rejects a constant image with a "
+            "ValueError by design (issue 9: bad input). float32/float64/flattened inputs are tested in "
+            "tests/estimators/test_blind_harmony.py::test_attributes_sample_and_shapes"
+        ),
     },
     "DDSReconstructor": {
         "check_fit_score_takes_y": _DDS_SCORE,

@@ -7,6 +7,13 @@ Loaders read files shipped inside installed wheels (never downloading anything) 
 from ._completion import make_low_rank_matrix_completion, oversampling_to_probability
 from ._dask_completion import make_dask_low_rank_completion
 from ._digit_tasks import DIGIT_TASKS, make_digit_tasks
+from ._harmonization import (
+    SCANNERS,
+    SHIFT_KINDS,
+    DomainShift,
+    load_mni152_axial_slices,
+    make_spin_echo_phantoms,
+)
 from ._images import DataNotAvailableError, load_digits, load_mnist_5k
 from ._medical import (
     load_mni152_t1,
@@ -28,11 +35,15 @@ from .fabry_perot import (
 
 __all__ = [
     "DIGIT_TASKS",
-    "DataNotAvailableError",
     "IMSPOC_PROTOTYPES",
+    "SCANNERS",
+    "SHIFT_KINDS",
+    "DataNotAvailableError",
+    "DomainShift",
     "load_digits",
     "load_earthlib_spectra",
     "load_imspoc",
+    "load_mni152_axial_slices",
     "load_mni152_t1",
     "load_mnist_5k",
     "load_movielens_100k",
@@ -43,6 +54,7 @@ __all__ = [
     "make_fabry_perot_acquisition",
     "make_low_rank_matrix_completion",
     "make_mixture_of_low_rank_gaussians",
+    "make_spin_echo_phantoms",
     "make_union_of_subspaces",
     "movielens_100k_path",
     "oversampling_to_probability",

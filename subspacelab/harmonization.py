@@ -1,0 +1,234 @@
+r"""Blind intensity-harmonisation baselines and evaluation helpers (spec diffusion_flow.md §4.5).
+
+Each baseline maps source images onto the intensity scale of a set of target-domain images
+without any paired data, as a hospital would without a learned model:
+
+* :func:`histogram_matching`: quantile mapping of every source image's foreground (brain mask)
+  onto the **pooled** foreground histogram of the target images (not a match against a mean
+  image, which blurs the histogram and does worse than nothing);
+* :func:`zscore_normalize`: foreground standardisation, re-expressed in the target's pooled
+  foreground mean and standard deviation;
+* :func:`nyul_normalize`: Nyúl-Udupa piecewise-linear landmark standardisation (Nyúl, Udupa &
+  Zhang, IEEE TMI 2000): foreground percentiles (1, 10, 20, ..., 90, 99) mapped linearly
+  piece by piece onto the mean landmarks of the target images.
+
+Plus :func:`three_class_segmentation` (thresholds fixed once from target images by a
+three-class Otsu search) and :func:`dice_score` for the "segmentation consistency" metric.
+Images are NumPy arrays ``(n, H, W)`` (or one ``(H, W)``); the background
+(``<= foreground_threshold``) is left as it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import check_param
+
+__all__ = [
+    "NYUL_PERCENTILES",
+    "dice_score",
+    "histogram_matching",
+    "multiotsu_thresholds",
+    "nyul_normalize",
+    "three_class_segmentation",
+    "zscore_normalize",
+]
+
+NYUL_PERCENTILES = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)
+
+
+def _stack(X, name):
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 2:
+        X = X[None]
+    if X.ndim != 3 or 0 in X.shape:
+        raise ValueError(f"{name} must be a non-empty stack of images (n, H, W) or one image (H, W), got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} must not contain NaN or infinity")
+    return X
+
+
+def _foregrounds(X, threshold, name):
+    masks = X > threshold
+    empty = np.flatnonzero(~masks.reshape(X.shape[0], -1).any(1))
+    if empty.size:
+        raise ValueError(f"{name} images {empty[:10].tolist()} have no pixel above foreground_threshold={threshold}")
+    return masks
+
+
+def _prepare(X, X_target, threshold):
+    check_param("foreground_threshold", threshold, "real", low=0.0)
+    single = np.ndim(X) == 2
+    X = _stack(X, "X")
+    T = _stack(X_target, "X_target")
+    return X, T, _foregrounds(X, threshold, "X"), _foregrounds(T, threshold, "X_target"), single
+
+
+def histogram_matching(X, X_target, *, foreground_threshold=0.05):
+    """Quantile-map each image's foreground onto the pooled target foreground histogram.
+
+    A source foreground pixel of rank r (of m) becomes the ``(r + 1/2)/m`` quantile of all
+    target foreground pixels pooled; ties keep equal values (average ranks).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import histogram_matching
+    >>> t = np.linspace(0.3, 1.0, 16).reshape(1, 4, 4)
+    >>> bool(np.abs(histogram_matching(t ** 2, t) - t).max() < 0.025)  # up to quantile interpolation
+    True
+    """
+    X, T, mx, mt, single = _prepare(X, X_target, foreground_threshold)
+    pooled = np.sort(T[mt])
+    out = X.copy()
+    for i in range(X.shape[0]):
+        vals = X[i][mx[i]]
+        order = np.argsort(vals, kind="stable")
+        ranks = np.empty(vals.size)
+        ranks[order] = np.arange(vals.size)
+        # average ranks of ties so equal source values stay equal
+        _, inv = np.unique(vals, return_inverse=True)
+        ranks = (np.bincount(inv, ranks) / np.bincount(inv))[inv]
+        out[i][mx[i]] = np.quantile(pooled, (ranks + 0.5) / vals.size)
+    return out[0] if single else out
+
+
+def zscore_normalize(X, X_target, *, foreground_threshold=0.05):
+    r"""Standardise each image's foreground and express it in the target's units:
+    :math:`\mu_T + \sigma_T (x - \mu_x)/\sigma_x` (pooled target foreground :math:`\mu_T, \sigma_T`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import zscore_normalize
+    >>> t = np.linspace(0.2, 1.0, 16).reshape(1, 4, 4)
+    >>> bool(np.allclose(zscore_normalize(0.5 * t + 0.1, t), t))
+    True
+    """
+    X, T, mx, mt, single = _prepare(X, X_target, foreground_threshold)
+    mu_t, sd_t = T[mt].mean(), T[mt].std()
+    out = X.copy()
+    for i in range(X.shape[0]):
+        v = X[i][mx[i]]
+        sd = v.std()
+        if sd == 0:
+            raise ValueError(f"X image {i} has a constant foreground; z-scoring needs contrast")
+        out[i][mx[i]] = mu_t + sd_t * (v - v.mean()) / sd
+    return out[0] if single else out
+
+
+def nyul_normalize(X, X_target, *, percentiles=NYUL_PERCENTILES, foreground_threshold=0.05):
+    """Nyúl piecewise-linear landmark standardisation onto the mean target landmarks.
+
+    Landmarks are the foreground ``percentiles`` of each image; the standard scale is their
+    mean over the target images. Between landmarks the map is linear; beyond the end
+    landmarks it extends the first/last segment linearly.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import nyul_normalize
+    >>> t = np.linspace(0.2, 1.0, 64).reshape(1, 8, 8)
+    >>> bool(np.allclose(nyul_normalize(0.5 * t + 0.1, t), t))
+    True
+    """
+    X, T, mx, mt, single = _prepare(X, X_target, foreground_threshold)
+    pct = np.asarray(percentiles, dtype=np.float64)
+    if pct.ndim != 1 or pct.size < 2 or np.any(np.diff(pct) <= 0) or pct[0] < 0 or pct[-1] > 100:
+        raise ValueError(f"percentiles must be increasing values in [0, 100], at least 2, got {percentiles}")
+    standard = np.mean([np.percentile(T[j][mt[j]], pct) for j in range(T.shape[0])], axis=0)
+    out = X.copy()
+    for i in range(X.shape[0]):
+        v = X[i][mx[i]]
+        marks = np.percentile(v, pct)
+        keep = np.concatenate(([True], np.diff(marks) > 0))  # drop repeated landmarks (flat histograms)
+        m, s = marks[keep], standard[keep]
+        if m.size < 2:
+            raise ValueError(f"X image {i} has a constant foreground; landmarks need contrast")
+        y = np.interp(v, m, s)
+        lo, hi = v < m[0], v > m[-1]
+        y[lo] = s[0] + (v[lo] - m[0]) * (s[1] - s[0]) / (m[1] - m[0])
+        y[hi] = s[-1] + (v[hi] - m[-1]) * (s[-1] - s[-2]) / (m[-1] - m[-2])
+        out[i][mx[i]] = y
+    return out[0] if single else out
+
+
+def multiotsu_thresholds(X, *, n_classes=3, foreground_threshold=0.05, n_bins=256):
+    """Multi-Otsu thresholds (maximal between-class variance) of the pooled foreground of ``X``.
+
+    Exhaustive search over histogram bin edges (``n_classes`` = 3: two thresholds).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import multiotsu_thresholds
+    >>> img = np.repeat([0.2, 0.5, 0.9], 12).reshape(1, 6, 6)
+    >>> t = multiotsu_thresholds(img)
+    >>> bool(0.2 < t[0] < 0.5 < t[1] < 0.9)
+    True
+    """
+    check_param("n_classes", n_classes, "option", options=(2, 3))
+    X = _stack(X, "X")
+    vals = X[_foregrounds(X, foreground_threshold, "X")]
+    hist, edges = np.histogram(vals, bins=n_bins)
+    p = hist / hist.sum()
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    w = np.concatenate(([0.0], np.cumsum(p)))
+    mu = np.concatenate(([0.0], np.cumsum(p * centres)))
+
+    def between(a, b):  # classes [a, b) of bins
+        wk = w[b] - w[a]
+        return np.where(wk > 0, (mu[b] - mu[a]) ** 2 / np.where(wk > 0, wk, 1.0), 0.0)
+
+    if n_classes == 2:
+        k = np.arange(1, n_bins)
+        best = np.argmax(between(0, k) + between(k, n_bins))
+        return np.array([edges[k[best]]])
+    i, j = np.triu_indices(n_bins, 1)
+    i, j = i[i >= 1], j[i >= 1]
+    score = between(0, i) + between(i, j) + between(j, n_bins)
+    b = np.argmax(score)
+    return np.array([edges[i[b]], edges[j[b]]])
+
+
+def three_class_segmentation(X, thresholds, *, foreground_threshold=0.05):
+    """Labels 0 (background), 1, 2, 3 (tissue classes split at the two ``thresholds``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import three_class_segmentation
+    >>> three_class_segmentation(np.array([[0.0, 0.3, 0.6, 0.9]]), (0.4, 0.8)).tolist()
+    [[[0, 1, 2, 3]]]
+    """
+    X = _stack(X, "X")
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.shape != (2,) or not t[0] < t[1]:
+        raise ValueError(f"thresholds must be two increasing values, got {thresholds}")
+    labels = 1 + np.digitize(X, t)
+    labels[X <= foreground_threshold] = 0
+    return labels
+
+
+def dice_score(labels_a, labels_b, classes=(1, 2, 3)):
+    """Mean Dice over ``classes`` per image (classes absent from both images count as 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subspacelab.harmonization import dice_score
+    >>> a = np.array([[1, 1, 2, 3]])
+    >>> dice_score(a, a).tolist(), dice_score(a, np.array([[1, 2, 2, 3]])).round(3).tolist()
+    ([1.0], [0.778])
+    """
+    a, b = np.asarray(labels_a), np.asarray(labels_b)
+    if a.shape != b.shape:
+        raise ValueError(f"label maps must have one shape, got {a.shape} and {b.shape}")
+    if a.ndim == 2:
+        a, b = a[None], b[None]
+    scores = []
+    for c in classes:
+        inter = ((a == c) & (b == c)).reshape(a.shape[0], -1).sum(1)
+        tot = (a == c).reshape(a.shape[0], -1).sum(1) + (b == c).reshape(a.shape[0], -1).sum(1)
+        scores.append(np.where(tot > 0, 2.0 * inter / np.where(tot > 0, tot, 1), 1.0))
+    return np.mean(scores, axis=0)
