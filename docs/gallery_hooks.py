@@ -4,6 +4,9 @@ import os
 import tempfile
 
 
+QUICK_IN_GALLERY = {"harmonization"}
+
+
 def reset_argv(gallery_conf, script_vars):
     """Command line of each example in the gallery: write the figure file outside the source tree.
 
@@ -13,4 +16,6 @@ def reset_argv(gallery_conf, script_vars):
     name = os.path.splitext(os.path.basename(script_vars["src_file"]))[0]
     outdir = os.path.join(tempfile.gettempdir(), "subspacelab-gallery")
     os.makedirs(outdir, exist_ok=True)
-    return ["--out", os.path.join(outdir, name + ".png")]
+    argv = ["--out", os.path.join(outdir, name + ".png")]
+    # examples whose full size takes minutes run at their documented --quick size here
+    return argv + ["--quick"] if name in QUICK_IN_GALLERY else argv

@@ -1,9 +1,13 @@
-"""Blind harmonisation of MNI152 T1 slices under a smooth bias field: the shifted source, the
+"""
+Blind MR image harmonisation with a normalizing flow
+====================================================
+
+Blind harmonisation of MNI152 T1 slices under a smooth bias field: the shifted source, the
 three blind baselines (histogram matching, z-score, Nyúl), BlindHarmonizer, the target, and
 difference maps. The flow sees only target-domain slices (every 5th slice is held out).
-Needs nilearn (the MNI152 template) and matplotlib.
+Needs nilearn (the MNI152 template) and matplotlib. The gallery runs it with ``--quick``::
 
-    python examples/harmonization.py [output.png] [--quick]
+    python examples/harmonization.py [--out harmonization.png] [--quick]
 """
 
 import argparse
@@ -20,7 +24,7 @@ from subspacelab.harmonization import histogram_matching, nyul_normalize, zscore
 from subspacelab.metrics import psnr, ssim  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument("output", nargs="?", default="harmonization.png")
+ap.add_argument("--out", default="harmonization.png", help="figure file")
 ap.add_argument("--quick", action="store_true", help="32 x 32 slices and a tiny flow (about a minute)")
 args = ap.parse_args()
 
@@ -56,5 +60,5 @@ for ax in axes.ravel():
     ax.set_yticks([])
 axes[1, 0].set_ylabel("difference to target\n(-0.2 ... 0.2)", fontsize=7)
 fig.tight_layout()
-fig.savefig(args.output, dpi=110)
-print(f"saved {args.output}")
+fig.savefig(args.out, dpi=110)
+print(f"saved {args.out}")
