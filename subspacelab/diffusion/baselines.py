@@ -268,6 +268,10 @@ def dps_sample(denoiser, operator, y, *, n_steps=1000, step_size=1.0, complex_im
         return xp.astype(to_rows(g), rdt)
 
     n_rows = math.prod(operator.in_shape) * (2 if complex_images else 1)
+    n_in = getattr(denoiser, "n_features_in_", n_rows)
+    if n_in != n_rows:
+        raise ValueError(f"the denoiser expects {n_in} values per image, the operator's images have {n_rows}"
+                         + (" (complex images: 2 real channels)" if complex_images else ""))
     x = random_normal(rng, (y.shape[0], n_rows), xp, device=dev, dtype=rdt)
     x0, nfe = _dps_loop(prior, x, grad_norm, N, step_size, rng)
     out = to_img(x0)
@@ -354,7 +358,7 @@ def ddnm_sample(denoiser, operator, y, *, n_steps=50, eta=0.85, complex_images=F
     N = check_param("n_steps", n_steps, "int", low=1)
     check_param("eta", eta, "real", low=0.0, high=1.0)
     rng = check_random_state(random_state)
-    _check_partial_isometry(operator, xp, dev, rdt, complex_images, rng)
+    _check_partial_isometry(operator, xp, dev, rdt, complex_images, 0)  # own probe: leaves the sampler seed alone
     real = operator.complex_input and not complex_images
     dt = (xp.complex64 if rdt == xp.float32 else xp.complex128) if complex_images else rdt
 
