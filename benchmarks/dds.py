@@ -29,7 +29,7 @@ Tasks (all methods share images, masks, noise draws and the metric function):
   parallel-beam CT (matched Joseph projector), noiseless.
 
 Methods: zero-filled (MRI) / FBP (CT); CG-SENSE / CGLS (best iteration count on the tuning
-slice); TV by ADMM (lambda tuned on the tuning slice); DPS (1000 steps, MoLRG prior with its
+slice); TV by ADMM (lambda = c ||A||^2, c tuned on the tuning slice); DPS (1000 steps, MoLRG prior with its
 closed-form vector-Jacobian product, step size c / ||A|| with c tuned on the tuning slice); DDS (50 steps) with
 the MoLRG prior and with a U-Net prior (TorchDenoiser trained here, EDM loss, on the training
 slices; its size and step count are in ``meta.config.unet``).
@@ -90,6 +90,7 @@ def log(msg):
 
 def run_task(name, A, y_test, y_tune, x_test, x_tune, priors, cfg, noisy, is_ct):
     res = {}
+    norm_A = float(opnorm(A, n_iter=50))
     # zero-filled / FBP
     if is_ct:
         rec, sec = timed(lambda: A.fbp(y_test))
@@ -104,15 +105,15 @@ def run_task(name, A, y_test, y_tune, x_test, x_tune, priors, cfg, noisy, is_ct)
     rec, sec = timed(lambda: least_squares(A, y_test, n_iter=best))
     p, s = metrics(x_test, rec)
     res["cgls" if is_ct else "cg_sense"] = {"psnr": p, "ssim": s, "nfe": 0, "seconds": sec, "n_iter": best}
-    # TV-ADMM: lambda tuned on the tuning slice
-    lam = max(cfg["tv_lams"], key=lambda v: metrics(x_tune, tv_admm(A, y_tune, lam=v, n_iter=cfg["tv_iter"]))[0])
+    # TV-ADMM: lambda (in units of ||A||^2, the scale of the data term) tuned on the tuning slice
+    lam = max((c * norm_A**2 for c in cfg["tv_lams"]),
+              key=lambda v: metrics(x_tune, tv_admm(A, y_tune, lam=v, n_iter=cfg["tv_iter"]))[0])
     rec, sec = timed(lambda: tv_admm(A, y_test, lam=lam, n_iter=cfg["tv_iter"]))
     p, s = metrics(x_test, rec)
     res["tv_admm"] = {"psnr": p, "ssim": s, "nfe": 0, "seconds": sec, "lam": lam, "n_iter": cfg["tv_iter"]}
     log(f"{name}: classical done")
     # DPS with the MoLRG prior: step size (in units of 1 / ||A||) tuned on the tuning slice
     steps = cfg["dps_steps"]
-    norm_A = float(opnorm(A, n_iter=50))
 
     def dps(y, zeta):
         return dps_sample(priors["molrg"], A, y, n_steps=steps, step_size=zeta, random_state=0)
@@ -182,10 +183,13 @@ def merge(paths):
     meta["parts"] = [m.get("only") for m in metas]
     meta["prior_fit"] = {k: v for m in metas for k, v in m["prior_fit"].items()}
     meta["wall_seconds"] = {m.get("only"): m.get("wall_seconds") for m in metas}
+    configs = {m.get("only"): m["config"] for m in metas}
+    if any(c != metas[0]["config"] for c in configs.values()):
+        meta["config"] = configs  # the parts ran with different settings: keep each
     meta.pop("only", None)
     meta["notes"] = metas[0].get("notes", []) + [
-        "the MRI and the CT tasks ran in two concurrent processes (one thread each) of the same script and "
-        "configuration (--only mri, --only ct), joined with --merge"]
+        "the MRI and the CT tasks ran in separate processes (one thread each) of this script (--only mri, "
+        "--only ct), joined with --merge; meta.config holds each part's settings where they differ"]
     out["meta"] = meta
     return out
 
@@ -195,11 +199,13 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", choices=["mri", "ct"])
     ap.add_argument("--merge", nargs="+", metavar="PART")
+    ap.add_argument("--note", action="append", default=[], help="a note for meta.notes of a merged result")
     ap.add_argument("--json-out")
     ap.add_argument("--md-out")
     args = ap.parse_args(argv)
     if args.merge:
         out = merge(args.merge)
+        out["meta"]["notes"] += args.note
         text, md = json.dumps(out, indent=1), markdown(out)
         print(text)
         print(md)
@@ -213,12 +219,12 @@ def main(argv=None):
         "test_z": [85, 105] if quick else list(range(75, 125, 10)),
         "tune_z": 65,
         "n_steps": 50,
-        "cg_grid": [4, 8, 16, 32],
-        "tv_lams": [3e-4, 1e-3, 3e-3, 1e-2],
+        "cg_grid": [4, 8, 16, 32, 64, 128],
+        "tv_lams": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],  # times ||A||^2
         "tv_iter": 20 if quick else 100,
         "gammas": [10.0] if quick else [1.0, 10.0, 100.0],
         "dps_steps": 100 if quick else 1000,
-        "dps_step_sizes": [1.0] if quick else [0.5, 1.0, 2.0],
+        "dps_step_sizes": [1.0] if quick else [0.5, 1.0, 2.0, 4.0, 8.0],  # times 1 / ||A||
         "molrg": {"n_components": 3, "subspace_dim": 16},
         "unet": {"base_channels": 8, "channel_mult": [1, 2, 4], "max_steps": 20 if quick else 300, "batch_size": 8,
                  "learning_rate": 2e-3, "ema_decay": 0.99},
