@@ -188,8 +188,8 @@ def merge(paths):
         meta["config"] = configs  # the parts ran with different settings: keep each
     meta.pop("only", None)
     meta["notes"] = metas[0].get("notes", []) + [
-        "the MRI and the CT tasks ran in separate processes (one thread each) of this script (--only mri, "
-        "--only ct), joined with --merge; meta.config holds each part's settings where they differ"]
+        ("the MRI and the CT tasks ran in separate processes (one thread each) of this script (--only mri, "
+         "--only ct), joined with --merge; meta.config holds each part's settings where they differ")]
     out["meta"] = meta
     return out
 
@@ -276,8 +276,8 @@ def main(argv=None):
         "prior_fit": t_fit,
         "wall_seconds": time.perf_counter() - t_start,
         "notes": [
-            "DPS runs with the MoLRG prior (closed-form VJP); DPS with the U-Net prior (1000 forward and backward "
-            "passes per image through the network) is not run: too slow for the 2-core CPU budget",
+            ("DPS runs with the MoLRG prior (closed-form VJP); DPS with the U-Net prior (1000 forward and backward "
+             "passes per image through the network) is not run: too slow for the 2-core CPU budget"),
             ("quick run: 32 x 32 images, 2 test slices, 100 DPS steps, 20 U-Net training steps: a smoke test of the "
              "script, not a measurement") if quick else
             ("reduced to fit a 2-core machine shared with other jobs: 5 test slices (z = 75, 85, ..., 115) instead "
