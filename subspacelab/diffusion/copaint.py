@@ -159,8 +159,14 @@ class _AnalyticPrior:
 
     def denoise_and_cov(self, z, s2, u):
         """:math:`D(z,\\sigma)` and :math:`\\mathrm{Cov}[x_0\\mid z]\\,u` for rows of ``z``, ``u``."""
+        return self.denoise_then_cov(z, s2, lambda mean: u)
+
+    def denoise_then_cov(self, z, s2, u_of_mean):
+        """:math:`D(z,\\sigma)` and :math:`\\mathrm{Cov}[x_0\\mid z]\\,u` with ``u = u_of_mean(D(z, sigma))``
+        (one evaluation of the mixture's components for both)."""
         xp = self.xp
         resp, comp, mean, v, denom, iso, Ut = self._components(z, s2)
+        u = u_of_mean(mean)
         cu = xp.matmul(u[None, :, :], self.bases)  # (K, B, d)
         in_sub = xp.matmul(cu, Ut)
         Cu = xp.matmul((v * s2[None, :, None] / denom) * cu, Ut) + (self.delta2 * s2[None, :, None] / iso) * (u[None, ...] - in_sub)
@@ -194,12 +200,19 @@ class _TorchPrior:
 
     def denoise_and_vjp(self, z, s2, g):
         """:math:`D(z,\\sigma)` and :math:`g^T\\,\\partial D/\\partial z` by reverse mode."""
+        return self.denoise_then_vjp(z, s2, lambda out: g)
+
+    def denoise_then_vjp(self, z, s2, g_of_out):
+        """:math:`D(z,\\sigma)` and :math:`g^T\\,\\partial D/\\partial z` with ``g = g_of_out(D(z, sigma))``:
+        one forward and one backward pass."""
         torch = self.torch
         zt = self._t(z).reshape(z.shape[0], *self.shape).requires_grad_(True)
         with torch.enable_grad():
             out = self.net(zt, self._t(s2).sqrt())
+            x0 = self._back(out)
+            g = g_of_out(x0)
             (grad,) = torch.autograd.grad(out, zt, grad_outputs=self._t(g).reshape(out.shape))
-        return self._back(out), self._back(grad)
+        return x0, self._back(grad)
 
 
 def _prior(denoiser, xp, device, dtype):
@@ -217,6 +230,17 @@ def _x0_and_vjp(prior, x, a, s, g):
         x0, vjp = prior.denoise_and_vjp(x / a, s2, g)
         return x0, vjp / a
     x0, cov_g = prior.denoise_and_cov(x / a, s2, g)
+    return x0, (a / s**2) * cov_g
+
+
+def _x0_then_vjp(prior, x, a, s, g_of_x0):
+    r""":math:`\hat x_0(x)` and :math:`g^T\partial\hat x_0/\partial x` with :math:`g` a function of
+    :math:`\hat x_0` (DPS's residual gradient): one forward and one backward evaluation."""
+    s2 = prior.xp.full((x.shape[0],), (s / a) ** 2, dtype=x.dtype, device=prior.device)
+    if isinstance(prior, _TorchPrior):
+        x0, vjp = prior.denoise_then_vjp(x / a, s2, g_of_x0)
+        return x0, vjp / a
+    x0, cov_g = prior.denoise_then_cov(x / a, s2, g_of_x0)
     return x0, (a / s**2) * cov_g
 
 
@@ -545,23 +569,41 @@ def dps_inpaint(denoiser, y, mask, *, n_steps=50, step_size=1.0, random_state=No
     prior = _prior(denoiser, xp, dev, dt)
     m = xp.astype(mask, dt)
     y = m * xp.where(mask > 0, y, xp.zeros_like(y))
-    _, abar = ddim_times(N)
-    x = random_normal(rng, tuple(y.shape), xp, device=dev, dtype=dt)
-    nfe = 0
-    for i in range(N - 1, 0, -1):
-        a, s = math.sqrt(abar[i]), math.sqrt(1 - abar[i])
-        x0 = _x0(prior, x, a, s)
+
+    def grad_norm(x0):  # gradient of ||m (y - x0)|| with respect to x0
         r = m * (y - x0)
         norm = xp.sqrt(xp.sum(r * r, axis=1, keepdims=True))
-        g = -r / xp.where(norm > 0, norm, xp.ones_like(norm))
-        _, grad = _x0_and_vjp(prior, x, a, s, g)
+        return -r / xp.where(norm > 0, norm, xp.ones_like(norm))
+
+    x = random_normal(rng, tuple(y.shape), xp, device=dev, dtype=dt)
+    x0, nfe = _dps_loop(prior, x, grad_norm, N, step_size, rng)
+    r = m * (y - x0)
+    return x0, {"nfe": nfe, "mismatch": float(xp.sum(r * r)) / max(float(xp.sum(m)), 1.0)}
+
+
+def _dps_loop(prior, x, grad_norm, n_steps, step_size, rng):
+    r"""The DPS chain shared by :func:`dps_inpaint` and :func:`~subspacelab.diffusion.baselines.dps_sample`.
+
+    On the respaced DDPM grid (:func:`ddim_times`), for :math:`i = N-1, \dots, 1`:
+    :math:`\hat x_0 = \hat x_0(x_i)` and :math:`v = g^T\partial\hat x_0/\partial x_i` with
+    :math:`g` = ``grad_norm(x0)`` (the gradient of the residual norm with respect to
+    :math:`\hat x_0`), the ancestral step (DDIM :math:`\eta = 1`)
+    :math:`x' = a_{i-1}\hat x_0 + c_2\hat\varepsilon + c_1 z`, then :math:`x_{i-1} = x' - \zeta v`.
+    Returns :math:`\hat x_0` at the least noisy time and the number of evaluations
+    (forward and VJP each count one: :math:`2(N-1) + 1`).
+    """
+    xp, dev = prior.xp, prior.device
+    _, abar = ddim_times(n_steps)
+    nfe = 0
+    for i in range(n_steps - 1, 0, -1):
+        a, s = math.sqrt(abar[i]), math.sqrt(1 - abar[i])
+        x0, grad = _x0_then_vjp(prior, x, a, s, grad_norm)
         nfe += 2
         eps = (x - a * x0) / s
         c1 = math.sqrt((1 - abar[i - 1]) / (1 - abar[i])) * math.sqrt(1 - abar[i] / abar[i - 1])
         c2 = math.sqrt(max(1 - abar[i - 1] - c1**2, 0.0))
-        x_new = math.sqrt(abar[i - 1]) * x0 + c2 * eps + c1 * random_normal(rng, tuple(y.shape), xp, device=dev, dtype=dt)
+        x_new = math.sqrt(abar[i - 1]) * x0 + c2 * eps + c1 * random_normal(rng, tuple(x.shape), xp, device=dev,
+                                                                             dtype=x.dtype)
         x = x_new - step_size * grad
     x0 = _x0(prior, x, math.sqrt(abar[0]), math.sqrt(1 - abar[0]))
-    nfe += 1
-    r = m * (y - x0)
-    return x0, {"nfe": nfe, "mismatch": float(xp.sum(r * r)) / max(float(xp.sum(m)), 1.0)}
+    return x0, nfe + 1

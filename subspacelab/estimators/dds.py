@@ -103,6 +103,18 @@ class DDSReconstructor(TransformerMixin, BaseEstimator):
     ``predict``. Real images with a complex operator (MRI of magnitude images) are
     reconstructed as real images (the real-linear adjoint :math:`\mathrm{Re}\,A^H` is used).
 
+    What the output is, exactly (tests/estimators/test_dds.py, test_dds_molrg.py): with an
+    isotropic Gaussian prior, noiseless data and converged CG the mean of the DDS samples is the
+    exact posterior mean :math:`\mu + A^+(y - A\mu)` for any :math:`\eta`; with a MoLRG prior
+    the posterior is a Gaussian mixture with closed-form weights
+    :math:`\propto\pi_k N(y; A\mu_k, A\Sigma_kA^H + \sigma_y^2I)`, and the DDS mean equals its
+    mean when the prior is mirror-symmetric across the null space of :math:`A`, but in general
+    (anisotropic components) DDS is a biased approximation of it, not a posterior sampler.
+    Baselines for comparison: :func:`subspacelab.diffusion.baselines.dps_sample` (DPS, a
+    gradient through the denoiser, ~1000 steps) and
+    :func:`subspacelab.diffusion.baselines.ddnm_sample` (range-null projection where
+    :math:`A^+ = A^H`).
+
     Examples
     --------
     >>> import numpy as np
