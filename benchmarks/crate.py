@@ -277,7 +277,11 @@ def main(argv=None):
                         help="comma-separated: classify (the four classifiers), mae (masked autoencoding)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = dict(dim=64, depth=4, heads=4, lr=1e-3, weight_decay=0.05, n_epochs=1 if args.quick else 25, batch_size=128,
+    # lr 3e-3 for both models, chosen on a validation split of the digits training images (never
+    # the test split) before this run: at lr 1e-3 CRATE underfits in 25 epochs (train accuracy
+    # 95.8 %, validation 89.2 % over 3 seeds) while the ViT does not (99.7 %, 92.7 %); at 3e-3
+    # CRATE reaches 99.1 % / 92.2 % and the ViT 100 % / 92.7 %.
+    cfg = dict(dim=64, depth=4, heads=4, lr=3e-3, weight_decay=0.05, n_epochs=1 if args.quick else 25, batch_size=128,
                warmup_epochs=1 if args.quick else 5, label_smoothing=0.1)
     seeds = [0] if args.quick else [0, 1, 2]
     t0 = time.perf_counter()
