@@ -10,10 +10,11 @@ object,
 * for CRATEEncoder: per-layer ``compression`` and ``sparsity`` on the test set ``before`` (random
   initialisation, same seed) and ``after`` training, and whether compression decreases and
   sparsity increases with depth;
-* masked autoencoding (``CRATEEncoder.fit(X)`` without labels): on the held-out images with
-  half of the patches hidden, the ``reconstruction_mse`` on the hidden pixels against the
-  ``mean_image_mse`` of the training mean image on the same pixels (and the same for the
-  unmasked reconstruction);
+* masked autoencoding (``CRATEEncoder.fit(X)`` without labels, ``MAE_CONFIG``): on the held-out
+  images with half of the patches hidden, the ``reconstruction_mse`` on the hidden pixels against
+  the ``mean_image_mse`` of the training mean image on the same pixels, the same on the visible
+  pixels (``visible_*``), and for the unmasked reconstruction
+  ``inverse_transform(transform(X))`` (``full_*``);
 
 then a markdown table. The ViT is a standard pre-norm ViT written here (vit-pytorch's layout:
 LN -> Linear -> LN patch embedding, class token, learned positional embedding, pre-norm
@@ -53,9 +54,9 @@ from _report import write_outputs
 class ViT(nn.Module):
     """Standard pre-norm ViT classifier on pre-cut patches ``(n, N, patch_dim)``."""
 
-    def __init__(self, patch_dim, n_patches, n_classes, *, dim, depth, heads, mlp_ratio=2):
+    def __init__(self, patch_dim, n_patches, n_classes, *, dim, depth, heads, mlp_ratio=2, pool="cls"):
         super().__init__()
-        self.heads = heads
+        self.heads, self.pool = heads, pool
         self.embed = nn.Sequential(nn.LayerNorm(patch_dim), nn.Linear(patch_dim, dim), nn.LayerNorm(dim))
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
         self.pos_embedding = nn.Parameter(torch.randn(1, n_patches + 1, dim))
@@ -76,14 +77,14 @@ class ViT(nn.Module):
             att = torch.softmax(q @ k.transpose(-1, -2) * (d // self.heads) ** -0.5, dim=-1)
             x = x + b["out"]((att @ v).permute(0, 2, 1, 3).reshape(n, N, d))
             x = x + b["mlp"](b["norm2"](x))
-        return self.head(x[:, 0])
+        return self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
 
 
 def train_vit(Xtr_units, ytr, n_classes, cfg, seed):
     """The same loop as CRATEEncoder.fit: AdamW, per-step linear warm-up then cosine, label smoothing."""
     torch.manual_seed(seed)
     model = ViT(Xtr_units.shape[2], Xtr_units.shape[1], n_classes, dim=cfg["dim"], depth=cfg["depth"],
-                heads=cfg["heads"])
+                heads=cfg["heads"], pool=cfg.get("pool", "cls"))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.999))
     steps = math.ceil(len(ytr) / cfg["batch_size"])
     total, warm = cfg["n_epochs"] * steps, cfg["warmup_epochs"] * steps
@@ -198,7 +199,9 @@ def run_dataset(name, cfg, seeds, quick, sections=("classify", "mae")):
         return out
     # masked autoencoding without labels
     t0 = time.perf_counter()
-    mae = CRATEEncoder(random_state=seeds[0], mask_ratio=0.5, **{**crate_kw, "label_smoothing": 0.0}).fit(Xtr)
+    mae_kw = {**crate_kw, "label_smoothing": 0.0, "lr": MAE_CONFIG["lr"], "n_epochs": MAE_CONFIG["n_epochs"] if not quick else 1,
+              "warmup_epochs": MAE_CONFIG["warmup_epochs"] if not quick else 1}
+    mae = CRATEEncoder(random_state=seeds[0], mask_ratio=MAE_CONFIG["mask_ratio"], **mae_kw).fit(Xtr)
     mae_secs = time.perf_counter() - t0
     n_units = (shape[0] // patch) * (shape[1] // patch)
     rng = np.random.default_rng(123)
@@ -211,15 +214,25 @@ def run_dataset(name, cfg, seeds, quick, sections=("classify", "mae")):
     rec_full = mae.inverse_transform(mae.transform(Xte, return_tokens=True))
     err_mean = (Xte - mean_img) ** 2
     out["masked_autoencoding"] = {
-        "mask_ratio": 0.5,
+        "mask_ratio": MAE_CONFIG["mask_ratio"],
+        "n_epochs": mae_kw["n_epochs"],
+        "lr": mae_kw["lr"],
         "train_seconds": mae_secs,
         "reconstruction_mse": float(((rec_masked - Xte) ** 2)[pix].mean()),
         "mean_image_mse": float(err_mean[pix].mean()),
+        "visible_reconstruction_mse": float(((rec_masked - Xte) ** 2)[~pix].mean()),
+        "visible_mean_image_mse": float(err_mean[~pix].mean()),
         "full_reconstruction_mse": float(((rec_full - Xte) ** 2).mean()),
         "full_mean_image_mse": float(err_mean.mean()),
         "final_train_loss": mae.loss_curve_[-1],
     }
     return out
+
+
+# Masked autoencoding: more steps and a larger learning rate than the classifiers (chosen on a
+# validation split of the digits training images, never the test split: at 25 epochs and lr 1e-3
+# the masked patches stay at the mean-image error; 100 epochs at lr 3e-3 brings them 38 % below).
+MAE_CONFIG = dict(mask_ratio=0.5, n_epochs=100, lr=3e-3, warmup_epochs=5)
 
 
 def markdown(result):
@@ -244,12 +257,13 @@ def markdown(result):
                          f"{c['compression_decreases_with_depth']} / {c['sparsity_increases_with_depth']} |")
         lines.append("")
     if any("masked_autoencoding" in d for d in ds.values()):
-        lines += ["| dataset | masked-patch MSE (CRATE MAE) | mean image | full recon. MSE | mean image |",
-                  "|---|---|---|---|---|"]
+        lines += ["| dataset | masked-patch MSE (CRATE MAE) | mean image | visible-patch MSE | mean image "
+                  "| full recon. MSE | mean image |", "|---|---|---|---|---|---|---|"]
         for name, d in ds.items():
             if "masked_autoencoding" in d:
                 m = d["masked_autoencoding"]
                 lines.append(f"| {name} | {m['reconstruction_mse']:.4f} | {m['mean_image_mse']:.4f} | "
+                             f"{m['visible_reconstruction_mse']:.4f} | {m['visible_mean_image_mse']:.4f} | "
                              f"{m['full_reconstruction_mse']:.4f} | {m['full_mean_image_mse']:.4f} |")
     return "\n".join(lines)
 
@@ -263,7 +277,11 @@ def main(argv=None):
                         help="comma-separated: classify (the four classifiers), mae (masked autoencoding)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = dict(dim=64, depth=4, heads=4, lr=1e-3, weight_decay=0.05, n_epochs=1 if args.quick else 25, batch_size=128,
+    # lr 3e-3 for both models, chosen on a validation split of the digits training images (never
+    # the test split) before this run: at lr 1e-3 CRATE underfits in 25 epochs (train accuracy
+    # 95.8 %, validation 89.2 % over 3 seeds) while the ViT does not (99.7 %, 92.7 %); at 3e-3
+    # CRATE reaches 99.1 % / 92.2 % and the ViT 100 % / 92.7 %.
+    cfg = dict(dim=64, depth=4, heads=4, lr=3e-3, weight_decay=0.05, n_epochs=1 if args.quick else 25, batch_size=128,
                warmup_epochs=1 if args.quick else 5, label_smoothing=0.1)
     seeds = [0] if args.quick else [0, 1, 2]
     t0 = time.perf_counter()
@@ -278,7 +296,7 @@ def main(argv=None):
         "skipped": {k: v["skipped"] for k, v in datasets.items() if "skipped" in v},
         "meta": {"mode": "quick" if args.quick else "full", "sections": args.sections.split(","), "config": cfg, "seeds": seeds,
                  "torch_threads": 1, "torch": torch.__version__, "python": sys.version.split()[0],
-                 "machine": platform.machine(), "total_seconds": time.perf_counter() - t0,
+                 "mae_config": MAE_CONFIG, "machine": platform.machine(), "total_seconds": time.perf_counter() - t0,
                  "vit": "pre-norm ViT of benchmarks/crate.py (vit-pytorch layout), same loop and budget"},
     }
     text = json.dumps(result, indent=1)
