@@ -23,7 +23,7 @@ from subspacelab.datasets import DomainShift, load_mni152_axial_slices  # noqa: 
 from subspacelab.harmonization import histogram_matching, nyul_normalize, zscore_normalize  # noqa: E402
 from subspacelab.metrics import psnr, ssim  # noqa: E402
 
-ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap = argparse.ArgumentParser(description="Blind MR image harmonisation with a normalizing flow")
 ap.add_argument("--out", default="harmonization.png", help="figure file")
 ap.add_argument("--quick", action="store_true", help="32 x 32 slices and a tiny flow (about a minute)")
 args = ap.parse_args()

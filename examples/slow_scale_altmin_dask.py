@@ -30,7 +30,7 @@ from subspacelab.datasets import make_dask_low_rank_completion
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--cols", type=int, default=10_000)
     parser.add_argument("--observed", type=int, default=2_000_000)

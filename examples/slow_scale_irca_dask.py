@@ -29,7 +29,7 @@ from subspacelab.datasets import make_fabry_perot_acquisition
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--side", type=int, default=24)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
