@@ -100,6 +100,10 @@ def _entry(rank, world_size, port, device, n_threads, fn, args, out):
         result = fn(rank, world_size, *args)
         if rank == 0:
             torch.save(result, out)
+        # every rank leaves its collectives before any tears the group down: a rank destroying
+        # the gloo group while another still talks to it aborted the process ("terminate called
+        # without an active exception") in one CI run
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
