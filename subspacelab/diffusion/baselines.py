@@ -261,7 +261,7 @@ def dps_sample(denoiser, operator, y, *, n_steps=1000, step_size=1.0, complex_im
     denoiser : fitted GaussianDenoiser, MoLRGDenoiser or TorchDenoiser
         On rows: flattened images (complex images as the flattened 2-channel layout).
     operator : LinearOperator
-    y : array of shape (n_samples, *operator.out_shape)
+    y : array of shape ``(n_samples, *operator.out_shape)``
     n_steps : int, default 1000
         Diffusion steps (the reference uses 1000).
     step_size : float >= 0, default 1.0
@@ -271,7 +271,7 @@ def dps_sample(denoiser, operator, y, *, n_steps=1000, step_size=1.0, complex_im
 
     Returns
     -------
-    x : array of shape (n_samples, *operator.in_shape)
+    x : array of shape ``(n_samples, *operator.in_shape)``
     info : dict
         ``nfe``: denoiser evaluations per image (forward and VJP each count one,
         :math:`2(N-1) + 1`); ``residual``: final :math:`\|y - Ax\|` per image (a list).
@@ -374,7 +374,7 @@ def ddnm_sample(denoiser, operator, y, *, n_steps=50, eta=0.85, complex_images=F
     ----------
     denoiser : object with ``denoise(rows, sigma)``
     operator : LinearOperator with :math:`A^HA` a projection
-    y : array of shape (n_samples, *operator.out_shape)
+    y : array of shape ``(n_samples, *operator.out_shape)``
     n_steps : int, default 50
     eta : float in [0, 1], default 0.85
         DDIM :math:`\eta`.
@@ -383,7 +383,7 @@ def ddnm_sample(denoiser, operator, y, *, n_steps=50, eta=0.85, complex_images=F
 
     Returns
     -------
-    array of shape (n_samples, *operator.in_shape)
+    array of shape ``(n_samples, *operator.in_shape)``
 
     Examples
     --------

@@ -595,7 +595,7 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        array of shape (n_samples, *X.shape[1:]) in the fitted namespace
+        array of shape ``(n_samples, *X.shape[1:])`` in the fitted namespace
         """
         check_is_fitted(self, "flow_")
         check_param("n_samples", n_samples, "int", low=1)
