@@ -36,6 +36,21 @@ def test_shards_cover_the_batch_in_order():
             assert max(sizes) - min(sizes) <= 1
 
 
+def test_share_weights_make_the_global_batch_mean():
+    """Sum over the ranks of weight * (share's mean) / world = the batch mean; an empty share
+    still runs one row (every rank joins the all-reduce) with weight 0."""
+    values = np.arange(1.0, 8.0)
+    for n in (1, 2, 5, 7):
+        for world in (1, 2, 3):
+            parts = [ddp.share(n, r, world) for r in range(world)]
+            total = sum(w * values[rows].mean() / world for rows, size, w in parts)
+            np.testing.assert_allclose(total, values[:n].mean())
+            assert sum(size for _, size, _ in parts) == n
+            for rows, size, w in parts:
+                assert rows.stop - rows.start == max(size, 1)
+                assert (size == 0) == (w == 0)
+
+
 @pytest.mark.parametrize("value", [0, -2, True, 1.5, "gloo"])
 def test_bad_distributed_settings_are_named(value):
     X, y = _digits(20)

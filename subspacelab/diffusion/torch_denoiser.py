@@ -233,7 +233,7 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
         generator and trains on its share; returns the loss of every step (of the global batch).
         """
         torch = _torch()
-        from ..nn._ddp import all_reduce_sum, shard, wrap
+        from ..nn._ddp import all_reduce_sum, share, wrap
 
         gen = torch.Generator(device="cpu").manual_seed(seed)
         model = wrap(net, tdev) if world > 1 else net
@@ -253,12 +253,11 @@ class TorchDenoiser(DenoiserMixin, BaseEstimator):
                 history[step] = float(loss.detach())
             else:
                 # this rank's share, weighted so that DDP's gradient average is the global batch's
-                lo, hi = shard(x0.shape[0], rank, world)
-                sel = slice(lo, hi) if hi > lo else slice(0, 1)  # an empty share runs with weight 0
-                loss = self._loss(model, x0[sel], sigma[sel], noise[sel])
+                rows, size, weight = share(x0.shape[0], rank, world)
+                loss = self._loss(model, x0[rows], sigma[rows], noise[rows])
                 opt.zero_grad(set_to_none=True)
-                (loss * ((hi - lo) * world / x0.shape[0])).backward()
-                history[step] = float(loss.detach()) * (hi - lo) / x0.shape[0]
+                (loss * weight).backward()
+                history[step] = float(loss.detach()) * size / x0.shape[0]
             opt.step()
             with torch.no_grad():
                 for pa, pn in zip(avg.parameters(), net.parameters()):

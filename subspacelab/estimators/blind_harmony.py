@@ -15,7 +15,7 @@ import warnings
 
 import array_api_compat
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import (
@@ -242,6 +242,19 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         torch CPU threads during fit and torch inference (restored afterwards).
     device : str, default="cpu"
         torch device for training and ``inference="torch"``.
+    distributed : None, int or "process_group", default=None
+        Data-parallel training of the flow with torch ``DistributedDataParallel``
+        (see the scaling guide). An int ``n`` starts ``n`` processes on this machine
+        (``gloo`` on CPU, ``nccl`` with one GPU per process on CUDA; ``n_threads`` torch
+        threads each, default the CPU count divided by ``n``); ``"process_group"`` joins the
+        process group the caller initialised (``torchrun`` on one or several machines: every
+        rank calls ``fit`` with the same data and parameters). Every process draws the same
+        global batch and dequantisation noise and takes its share (ActNorm's data-dependent
+        initialisation sees the whole first batch), and the gradient all-reduce averages the
+        shares' gradients into the global batch's, so the fit follows the single-process
+        trajectory up to floating-point summation order (Adam's first step turns it into weight
+        differences of up to a third of ``learning_rate`` where a gradient of the fresh flow is
+        zero up to rounding; the losses agree to float32 rounding).
     random_state : int, Generator or None
         Seeds the weights, the batches and the dequantisation noise (a torch Generator).
     verbose : int, default=0
@@ -304,7 +317,7 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
                  coupling="affine", num_bins=8, tail_bound=3.0, num_bits=8, max_steps=400, batch_size=16,
                  learning_rate=1e-3, alpha=0.001, beta_fidelity=None, beta_edge=0.001, n_iter=10,
                  edge_percentile=30.0, foreground_threshold=0.05, init="nearest_target", quantize=False,
-                 inference="torch", n_threads=None, device="cpu", random_state=None, verbose=0):
+                 inference="torch", n_threads=None, device="cpu", distributed=None, random_state=None, verbose=0):
         self.image_shape = image_shape
         self.levels = levels
         self.steps_per_level = steps_per_level
@@ -328,12 +341,14 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         self.inference = inference
         self.n_threads = n_threads
         self.device = device
+        self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
 
     # ------------------------------------------------------------------ parameters and input
 
     def _check_fit_params(self):
+        """Validate the fit parameters; return the distributed mode (see ``nn._ddp.check_distributed``)."""
         check_param("levels", self.levels, "int", low=0)
         check_param("steps_per_level", self.steps_per_level, "int", low=1)
         check_param("hidden_channels", self.hidden_channels, "int", low=1)
@@ -349,6 +364,9 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         check_param("device", self.device, "str")
         check_param("verbose", self.verbose, "int", low=0)
         self._check_transform_params()
+        from ..nn._ddp import check_distributed
+
+        return check_distributed(self.distributed)
 
     def _check_transform_params(self):
         check_param("alpha", self.alpha, "real", low=0.0, high=1.0, closed="left")
@@ -439,31 +457,74 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         torch = lazy_import("torch")
         if torch is None:
             raise ImportError("BlindHarmonizer needs torch to train its flow: pip install 'subspacelab[torch]'")
-        self._check_fit_params()
+        mode = self._check_fit_params()
         imgs, xp, _, _ = self._images(X, reset=True, method="fit")
         with self._threads(torch):
-            self._train(imgs, xp, torch)
+            self._train(imgs, xp, torch, mode)
         self.target_mean_ = self._to_input_layout(xp.mean(imgs, axis=0, keepdims=True), self._event, xp)[0, ...]
         self.target_images_ = self._to_input_layout(imgs, self._event, xp)
         return self
 
-    def _train(self, imgs, xp, torch):
+    def _train(self, imgs, xp, torch, mode):
         from ..nn.flows import Glow
 
         tdev = torch.device(self.device)
         data = move_to(imgs, array_api_compat.torch, None).to(device=tdev, dtype=torch.float32)
         seed = int(check_random_state(self.random_state).integers(2**63 - 1))
-        gen = torch.Generator(device="cpu").manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             flow = Glow(self.image_shape_, self.levels, self.steps_per_level, self.hidden_channels, self.n_blocks,
                         self.coupling, self.num_bins, self.tail_bound).to(tdev)
         bins = 2.0**self.num_bits
         quant = torch.clamp(torch.floor(data * bins), max=bins - 1)
+        if mode is None:
+            curve = self._optimize(flow, quant, seed, tdev, 0, 1)
+        elif mode[0] == "spawn":
+            from ..nn import _ddp as ddp
+
+            # the ranks need the parameters and the layout, not a previous fit's attributes
+            worker = clone(self)
+            worker.image_shape_ = self.image_shape_
+            result = ddp.spawn(_flow_rank, mode[1], (worker, flow, quant, seed), device=self.device,
+                               n_threads=self.n_threads)
+            curve = result["curve"]
+            flow.load_state_dict(result["state"])
+        else:
+            import torch.distributed as dist
+
+            curve = self._optimize(flow, quant, seed, tdev, dist.get_rank(), dist.get_world_size())
+        flow.eval()
+        flow.requires_grad_(False)
+        self.flow_ = flow
+        self.loss_curve_ = curve.tolist()
+        self._exported = flow.export()
+
+    def _optimize(self, flow, quant, seed, tdev, rank, world):
+        """Maximum-likelihood training of ``flow`` on the binned images ``quant``, on one process
+        (``world == 1``) or as rank ``rank`` of a DDP group; returns the loss of every step (of
+        the global batch).
+
+        Every rank draws the same global batch and dequantisation noise from the seeded
+        generator and trains on its share (:func:`subspacelab.nn._ddp.share`). ActNorm's
+        data-dependent initialisation sees the whole first batch on every rank, as in one process.
+        """
+        import torch
+
+        from ..nn._ddp import LossModule, all_reduce_sum, share, wrap
+
+        bins = 2.0**self.num_bits
         D = math.prod(self.image_shape_)
+
+        def bits_per_dim(net, yb):
+            return (-net.log_prob(yb).mean() + D * math.log(bins)) / (D * math.log(2.0))
+
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        objective = LossModule(flow, bits_per_dim)
+        if world > 1:
+            objective = wrap(objective, tdev)
         opt = torch.optim.Adam(flow.parameters(), lr=self.learning_rate)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_steps, eta_min=0.0)
-        n = data.shape[0]
+        n = quant.shape[0]
         bs = min(self.batch_size, n)
         curve = np.empty(self.max_steps)
         flow.train()
@@ -472,23 +533,32 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
             idx = torch.randperm(n, generator=gen)[:bs].to(tdev)
             noise = torch.rand(quant[idx].shape, generator=gen).to(tdev)
             yb = (quant[idx] + noise) / bins - 0.5
-            loss = (-flow.log_prob(yb).mean() + D * math.log(bins)) / (D * math.log(2.0))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if world == 1:
+                loss = objective(yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                curve[step] = float(loss.detach())
+            else:
+                if step == 0:
+                    with torch.no_grad():
+                        flow(yb)  # ActNorm initialises on the global batch (the one process's first batch)
+                rows, size, weight = share(bs, rank, world)
+                loss = objective(yb[rows])
+                opt.zero_grad(set_to_none=True)
+                (loss * weight).backward()
+                # the global batch's loss, on every rank (so that every rank stops at a divergence)
+                curve[step] = float(all_reduce_sum(torch.tensor([float(loss.detach()) * size / bs]))[0])
             opt.step()
             sched.step()
-            curve[step] = float(loss.detach())
             if not math.isfinite(curve[step]):
                 raise FloatingPointError(f"flow training diverged at step {step + 1} (non-finite loss); lower "
                                          f"learning_rate (now {self.learning_rate})")
-            if self.verbose and (step % max(1, self.max_steps // 10) == 0 or step == self.max_steps - 1):
+            if self.verbose and rank == 0 and (step % max(1, self.max_steps // 10) == 0
+                                               or step == self.max_steps - 1):
                 print(f"BlindHarmonizer step {step + 1}/{self.max_steps}: {curve[step]:.4f} bits/dim "
-                      f"({time.perf_counter() - start:.1f} s)", flush=True)
-        flow.eval()
-        flow.requires_grad_(False)
-        self.flow_ = flow
-        self.loss_curve_ = curve.tolist()
-        self._exported = flow.export()
+                      f"({time.perf_counter() - start:.1f} s)"
+                      + (f" on {world} processes" if world > 1 else ""), flush=True)
+        return curve
 
     # ----------------------------------------------------------------------------- the flow, any namespace
 
@@ -612,6 +682,19 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         tags.non_deterministic = False
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _flow_rank(rank, world, est, flow, quant, seed):
+    """One DDP rank of ``BlindHarmonizer(distributed=n).fit`` (run by ``subspacelab.nn._ddp.spawn``)."""
+    import copy
+
+    from ..nn._ddp import rank_device
+
+    tdev = rank_device(est.device, rank)
+    # torch.multiprocessing hands the ranks the parent's tensors in shared memory: train a copy
+    flow = copy.deepcopy(flow).to(tdev)
+    curve = est._optimize(flow, quant.to(tdev), seed, tdev, rank, world)
+    return {"curve": curve, "state": {k: v.detach().cpu() for k, v in flow.state_dict().items()}}
 
 
 def demo_row():

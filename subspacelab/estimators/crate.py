@@ -462,7 +462,7 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
         """
         import torch
 
-        from ..nn._ddp import LossModule, all_reduce_sum, shard, wrap
+        from ..nn._ddp import LossModule, all_reduce_sum, share, wrap
 
         gen = torch.Generator().manual_seed(seed)
         objective = LossModule(module, self._ce_loss if supervised else self._reconstruction_loss)
@@ -488,12 +488,11 @@ class CRATEEncoder(ClassifierMixin, TransformerMixin, BaseEstimator):
                 else:
                     # this rank's share of the global batch; its loss weighted so that DDP's
                     # gradient average is the gradient of the global batch mean
-                    lo, hi = shard(len(idx), rank, world)
-                    sel = slice(lo, hi) if hi > lo else slice(0, 1)  # an empty share runs with weight 0
-                    loss = objective(U[idx[sel]], extra[sel])
+                    rows, size, weight = share(len(idx), rank, world)
+                    loss = objective(U[idx[rows]], extra[rows])
                     optimizer.zero_grad(set_to_none=True)
-                    (loss * ((hi - lo) * world / len(idx))).backward()
-                    total += float(loss.detach()) * (hi - lo)
+                    (loss * weight).backward()
+                    total += float(loss.detach()) * size
                 optimizer.step()
                 scheduler.step()
             if world > 1:

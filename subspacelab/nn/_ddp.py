@@ -18,14 +18,16 @@ sums in the gradient all-reduce.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import socket
 import tempfile
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["LossModule", "all_reduce_sum", "check_distributed", "shard", "spawn", "wrap"]
+__all__ = ["LossModule", "all_reduce_sum", "check_distributed", "shard", "share", "spawn", "wrap"]
 
 
 def check_distributed(value):
@@ -83,11 +85,23 @@ def spawn(fn, world_size, args, *, device="cpu", n_threads=None):
         n_threads = max(1, (os.cpu_count() or 1) // world_size)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rank0.pt")
-        mp.spawn(
-            _entry, args=(world_size, _free_port(), str(device), n_threads, fn, args, out),
-            nprocs=world_size, join=True,
-        )
+        try:
+            mp.spawn(
+                _entry, args=(world_size, _free_port(), str(device), n_threads, fn, args, out),
+                nprocs=world_size, join=True,
+            )
+        except mp.ProcessRaisedException as failure:
+            # raise the rank's own exception (FloatingPointError, ValueError, ...) in the caller
+            saved = _error_path(out, failure.error_index)
+            if os.path.exists(saved):
+                with open(saved, "rb") as f:
+                    raise pickle.loads(f.read()) from failure
+            raise
         return torch.load(out, weights_only=False)
+
+
+def _error_path(out, rank):
+    return os.path.join(os.path.dirname(out), f"error{rank}.pickle")
 
 
 def _entry(rank, world_size, port, device, n_threads, fn, args, out):
@@ -97,7 +111,15 @@ def _entry(rank, world_size, port, device, n_threads, fn, args, out):
         torch.cuda.set_device(rank)
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
-        result = fn(rank, world_size, *args)
+        try:
+            result = fn(rank, world_size, *args)
+        except Exception as error:
+            # an exception that does not pickle is left to spawn's own report (its traceback)
+            with contextlib.suppress(Exception):
+                data = pickle.dumps(error)
+                with open(_error_path(out, rank), "wb") as f:
+                    f.write(data)
+            raise
         if rank == 0:
             torch.save(result, out)
         # every rank leaves its collectives before any tears the group down: a rank destroying
@@ -111,6 +133,19 @@ def _entry(rank, world_size, port, device, n_threads, fn, args, out):
 def shard(n, rank, world_size):
     """Contiguous share ``[lo, hi)`` of ``n`` batch rows for ``rank`` (sizes differ by at most 1)."""
     return n * rank // world_size, n * (rank + 1) // world_size
+
+
+def share(n, rank, world_size):
+    """This rank's share of a global batch of ``n`` rows: ``(rows, size, weight)``.
+
+    ``rows`` is the slice ``[lo, hi)`` of :func:`shard`, ``size = hi - lo``, and
+    ``weight = size * world_size / n`` multiplies the share's mean loss so that DDP's gradient
+    average is the gradient of the global batch's mean loss. An empty share (``n < world_size``)
+    runs row 0 with weight 0, so that every rank takes part in the gradient all-reduce.
+    """
+    lo, hi = shard(n, rank, world_size)
+    rows = slice(lo, hi) if hi > lo else slice(0, 1)
+    return rows, hi - lo, (hi - lo) * world_size / n
 
 
 class LossModule(torch.nn.Module):

@@ -271,3 +271,94 @@ def test_verbose_prints_progress(phantoms, capsys):
     BlindHarmonizer(max_steps=3, verbose=1, **TINY).fit(phantoms[:8])
     out = capsys.readouterr().out
     assert "step 1/3" in out and "bits/dim" in out
+
+
+# ------------------------------------------------------------- distributed training (torch DDP)
+
+DDP = dict(levels=2, steps_per_level=1, hidden_channels=4, batch_size=7, learning_rate=3e-3, n_threads=1,
+           random_state=0)
+
+
+def _flat_weights(state):
+    return np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in state.values()])
+
+
+def _state(flow):
+    return {k: v.detach().cpu().numpy() for k, v in flow.state_dict().items()}
+
+
+def _assert_follows(state, curve, one):
+    """Same parameter names and shapes as the single-process fit ``one``, the same loss per step
+    to float32 rounding, and weights close: Adam's first step divides each gradient by its own
+    magnitude, which turns rounding in the near-zero gradients of the freshly initialised
+    ActNorm biases into differences of up to lr / 3 (a second torch thread in one process does
+    the same); a fit that weighted the shares wrongly is off by 4e-4 in the loss and 3e-3 in the
+    weights, one that initialised ActNorm on a share by 8e-3 and 2e-2."""
+    ref = _state(one.flow_)
+    assert list(state) == list(ref)
+    assert all(state[k].shape == ref[k].shape for k in ref)
+    assert all(bool(state[k]) for k in ref if k.endswith("initialized"))
+    np.testing.assert_allclose(curve, one.loss_curve_, rtol=0, atol=5e-5)
+    a, b = _flat_weights(state), _flat_weights(ref)
+    assert np.linalg.norm(a - b) < 1e-3 * np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("value", [0, -2, True, 1.5, "gloo", [2]])
+def test_bad_distributed_settings_are_named(phantoms, value):
+    with pytest.raises(ValueError, match="distributed must be None, an int >= 1 or 'process_group'"):
+        BlindHarmonizer(max_steps=1, distributed=value, **DDP).fit(phantoms[:8])
+
+
+def test_process_group_mode_needs_an_initialised_group(phantoms):
+    with pytest.raises(ValueError, match="needs an initialised torch.distributed process group"):
+        BlindHarmonizer(max_steps=1, distributed="process_group", **DDP).fit(phantoms[:8])
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_single_process_flow(phantoms):
+    """distributed=2: two gloo processes split each batch of 7 into 3 + 4 images; the fitted
+    estimator is the single-process one (flow, loss curve, transform, scores, samples)."""
+    one = BlindHarmonizer(max_steps=4, **DDP).fit(phantoms[:12])
+    two = BlindHarmonizer(max_steps=4, distributed=2, **DDP).fit(phantoms[:12])
+    _assert_follows(_state(two.flow_), two.loss_curve_, one)
+    assert len(two.loss_curve_) == 4 and not two.flow_.training
+    held = phantoms[12:16]
+    np.testing.assert_allclose(two.transform(held), one.transform(held), atol=1e-4)
+    np.testing.assert_allclose(two.score_samples(held), one.score_samples(held), rtol=5e-5)
+    s = two.sample(2, random_state=0)
+    assert s.shape == (2, 16, 16) and np.isfinite(s).all()
+    # the array-API export is taken from the weights that came back from rank 0
+    torch_out = two.transform(held)
+    np.testing.assert_allclose(two.set_params(inference="array_api").transform(held), torch_out, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_divergence_on_two_processes_raises_in_the_caller(phantoms):
+    """Every rank sees the global batch's loss, so all stop at the same step; the rank's
+    FloatingPointError reaches the caller."""
+    with pytest.raises(FloatingPointError, match="diverged at step 2"):
+        BlindHarmonizer(max_steps=6, **{**DDP, "learning_rate": 1e4}, distributed=2).fit(phantoms[:12])
+
+
+def _fit_in_process_group(rank, world, X):
+    """Run by every rank, as under torchrun: fits in the caller's process group."""
+    import torch.distributed as dist
+
+    with pytest.raises(FloatingPointError, match="diverged at step 2"):  # every rank stops, none hangs
+        BlindHarmonizer(max_steps=6, **{**DDP, "learning_rate": 1e4}, distributed="process_group").fit(X)
+    est = BlindHarmonizer(max_steps=4, distributed="process_group", **DDP).fit(X)
+    flat = torch.cat([v.flatten().double() for v in est.flow_.state_dict().values()])
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    deviation = (flat - ref).abs().max().reshape(1)
+    dist.all_reduce(deviation, op=dist.ReduceOp.MAX)
+    return {"state": _state(est.flow_), "curve": est.loss_curve_, "rank_deviation": float(deviation[0])}
+
+
+@pytest.mark.slow
+def test_process_group_mode_trains_the_single_process_flow(phantoms):
+    from subspacelab.nn import _ddp
+
+    out = _ddp.spawn(_fit_in_process_group, 2, (phantoms[:12],))
+    assert out["rank_deviation"] == 0.0
+    _assert_follows(out["state"], out["curve"], BlindHarmonizer(max_steps=4, **DDP).fit(phantoms[:12]))
