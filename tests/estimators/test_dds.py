@@ -12,38 +12,22 @@ from subspacelab.diffusion import (
     GaussianDenoiser,
     channels_to_complex,
     complex_to_channels,
+    ddim_step,
     dds_data_consistency,
     dds_renoise,
     dds_sample,
-    ddim_step,
     sampling_scales,
     vp_alpha_bar,
 )
 from subspacelab.operators import (
     Inpainting,
-    LinearOperator,
     MultiCoilMRI,
     ParallelBeamCT,
     birdcage_maps,
     sampling_mask,
     sparse_view_angles,
 )
-
-
-class Dense(LinearOperator):
-    """A real matrix as an operator (test helper)."""
-
-    def __init__(self, M, xp=None, device=None):
-        self.M = M
-        self.out_shape, self.in_shape = (M.shape[0],), (M.shape[1],)
-        self.complex_input = False
-        self.xp, self.device = xp, device
-
-    def _forward(self, x):
-        return x @ self.M.T
-
-    def _adjoint(self, y):
-        return y @ self.M
+from tests._dense_operator import Dense
 
 
 def isotropic_gaussian(mu, lam, asarray=np.asarray):
@@ -392,7 +376,7 @@ def test_tv_z_admm_couples_slices_and_improves_z_smooth_volume():
     D, A, vol, y, _ = _volume_problem()
     two_d = dds_sample(D, A, y, n_steps=10, random_state=0)
     three_d = dds_sample(D, A, y, n_steps=10, tv_z=(10.0, 0.4), random_state=0)
-    tv = lambda v: np.abs(np.diff(v, axis=0)).sum()  # noqa: E731
+    tv = lambda v: np.abs(np.diff(v, axis=0)).sum()
     assert tv(three_d) < 0.8 * tv(two_d)
     assert np.linalg.norm(three_d - vol) < np.linalg.norm(two_d - vol)
     with pytest.raises(ValueError, match="exclude"):

@@ -24,23 +24,7 @@ from sklearn import config_context
 
 from subspacelab import DDSReconstructor, MoLRGDenoiser
 from subspacelab.diffusion import dds_sample
-from subspacelab.operators import LinearOperator
-
-
-class Dense(LinearOperator):
-    """A real matrix as an operator."""
-
-    def __init__(self, M, xp=None, device=None):
-        self.M = M
-        self.out_shape, self.in_shape = (M.shape[0],), (M.shape[1],)
-        self.complex_input = False
-        self.xp, self.device = xp, device
-
-    def _forward(self, x):
-        return x @ self.M.T
-
-    def _adjoint(self, y):
-        return y @ self.M
+from tests._dense_operator import Dense
 
 
 def exact_posterior(means, bases, lams, delta2, weights, M, y, noise_std):
