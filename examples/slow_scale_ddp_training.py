@@ -2,7 +2,7 @@
 Distributed training with torch DDP
 ===================================
 
-Train CRATEEncoder and TorchDenoiser with torch DistributedDataParallel on 2 CPU processes.
+Train CRATEEncoder, TorchDenoiser and BlindHarmonizer's flow with torch DistributedDataParallel on 2 CPU processes.
 
     python examples/slow_scale_ddp_training.py
 
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from subspacelab import CRATEEncoder
+from subspacelab import BlindHarmonizer, CRATEEncoder
 from subspacelab.datasets import load_digits
 from subspacelab.diffusion import TorchDenoiser
 
@@ -44,6 +44,14 @@ def main():
         print(f"TorchDenoiser distributed={distributed}: final loss {den.loss_history_[-1]:.4f}")
     print("largest relative difference of the denoiser losses:",
           float(np.max(np.abs(losses[2] - losses[None]) / losses[None])))
+    flow_losses = {}
+    for distributed in (None, 2):
+        bh = BlindHarmonizer(levels=2, steps_per_level=2, hidden_channels=16, max_steps=20, batch_size=32,
+                             distributed=distributed, random_state=0).fit(images)
+        flow_losses[distributed] = np.asarray(bh.loss_curve_)
+        print(f"BlindHarmonizer distributed={distributed}: final loss {bh.loss_curve_[-1]:.4f} bits/dim")
+    print("largest absolute difference of the flow losses (bits/dim):",
+          float(np.max(np.abs(flow_losses[2] - flow_losses[None]))))
 
 
 if __name__ == "__main__":
