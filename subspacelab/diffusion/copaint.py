@@ -176,12 +176,14 @@ class _AnalyticPrior:
 
 
 class _TorchPrior:
-    """A fitted :class:`TorchDenoiser` on flat rows; the VJP by torch autograd (float32)."""
+    """A fitted :class:`TorchDenoiser` on flat rows; the VJP by torch autograd (float32), with the
+    denoiser's ``n_threads`` torch threads."""
 
     def __init__(self, denoiser, xp, device, dtype):
         import torch
 
         self.torch, self.net, self.shape = torch, denoiser.network_, tuple(denoiser.image_shape_)
+        self.threads = lambda: denoiser._threads(torch)
         self.tdev = torch.device(denoiser.device)
         self.xp, self.device, self.dtype = xp, device, dtype
 
@@ -194,7 +196,7 @@ class _TorchPrior:
         return self.xp.astype(move_to(t.detach().reshape(t.shape[0], -1).contiguous(), self.xp, self.device), self.dtype)
 
     def denoise(self, z, s2):
-        with self.torch.no_grad():
+        with self.torch.no_grad(), self.threads():
             out = self.net(self._t(z).reshape(z.shape[0], *self.shape), self._t(s2).sqrt())
         return self._back(out)
 
@@ -207,7 +209,7 @@ class _TorchPrior:
         one forward and one backward pass."""
         torch = self.torch
         zt = self._t(z).reshape(z.shape[0], *self.shape).requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), self.threads():
             out = self.net(zt, self._t(s2).sqrt())
             x0 = self._back(out)
             g = g_of_out(x0)
@@ -216,8 +218,13 @@ class _TorchPrior:
 
 
 def _prior(denoiser, xp, device, dtype):
+    from sklearn.base import BaseEstimator
+    from sklearn.utils.validation import check_is_fitted
+
     from .torch_denoiser import TorchDenoiser
 
+    if isinstance(denoiser, BaseEstimator):  # other objects get _AnalyticPrior's TypeError
+        check_is_fitted(denoiser)
     if isinstance(denoiser, TorchDenoiser):
         return _TorchPrior(denoiser, xp, device, dtype)
     return _AnalyticPrior(denoiser, xp, device, dtype)

@@ -218,6 +218,36 @@ def test_torch_prior_runs_and_reduces_mismatch(rng):
     assert info["mismatch"] < plain["mismatch"]
 
 
+def test_torch_prior_uses_the_denoisers_threads(rng):
+    """CoPaint's forward and VJP passes run with the TorchDenoiser's ``n_threads`` (restored after)."""
+    torch = pytest.importorskip("torch")
+    from subspacelab.diffusion import TorchDenoiser
+
+    X = rng.random((32, 8, 8))
+    D = TorchDenoiser(base_channels=4, channel_mult=(1,), max_steps=2, batch_size=8, n_threads=1, random_state=0).fit(X)
+    seen = []
+    D.network_.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a setting other than the denoiser's
+    try:
+        mask = np.ones((2, 64))
+        mask[:, 20:40] = 0
+        copaint(D, X[:2].reshape(2, 64) * mask, mask, n_steps=3, time_travel=False, random_state=0)
+        dps_inpaint(D, X[:2].reshape(2, 64) * mask, mask, n_steps=3, random_state=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+
+
+@pytest.mark.parametrize("fn", [copaint, replacement_inpaint, dps_inpaint])
+def test_unfitted_prior_is_refused(fn):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        fn(GaussianDenoiser(), np.zeros((1, 12)), _mask()[None, :], n_steps=3)
+
+
 def test_mixed_namespaces_are_refused(rng):
     torch = pytest.importorskip("torch")
     from sklearn import config_context
