@@ -9,7 +9,8 @@ then a markdown table. PSNR/SSIM: mean over the test images, data_range 1, no re
 (the DDS reference min-max normalises before its PSNR; we do not). ``nfe`` counts denoiser
 evaluations per image, a vector-Jacobian product through the denoiser counting as one (DPS:
 a forward and a VJP per step, ``2 (steps - 1) + 1``); 0 for the classical methods. ``seconds``
-is the wall time of the whole batch of test images (compare ratios, not absolute times).
+is the wall time of the whole batch of test images (compare ratios, not absolute times). DPS rows also
+carry ``psnr_per_image`` (DPS can diverge on single images).
 
 Data: MNI152 2009a T1 template (nilearn wheel), axial slices resized to S x S, intensities in
 [0, 1]. Test slices z = 75, 85, ..., 115 (full run: 5 slices, fewer than the issue's ~10 to fit a
@@ -123,8 +124,9 @@ def run_task(name, A, y_test, y_tune, x_test, x_tune, priors, cfg, noisy, is_ct)
     zeta = max((c / norm_A for c in cfg["dps_step_sizes"]), key=lambda v: metrics(x_tune, dps(y_tune, v)[0])[0])
     (rec, info), sec = timed(lambda: dps(y_test, zeta))
     p, s = metrics(x_test, rec)
+    # per-image PSNR: DPS can diverge on single images (a mean PSNR far below the others' is one blown-up slice)
     res["dps_molrg"] = {"psnr": p, "ssim": s, "nfe": info["nfe"], "seconds": sec, "steps": steps, "step_size": zeta,
-                        "opnorm": norm_A}
+                        "opnorm": norm_A, "psnr_per_image": [float(v) for v in psnr(x_test, rec, data_range=1.0)]}
     log(f"{name}: dps done")
     # DDS with each prior: CG iterations per step (and gamma on noisy data) tuned on the tuning slice
     for pname, prior in priors.items():
