@@ -9,13 +9,16 @@ then a markdown table. PSNR/SSIM: mean over the test images, data_range 1, no re
 (the DDS reference min-max normalises before its PSNR; we do not). ``nfe`` counts denoiser
 evaluations per image, a vector-Jacobian product through the denoiser counting as one (DPS:
 a forward and a VJP per step, ``2 (steps - 1) + 1``); 0 for the classical methods. ``seconds``
-is the wall time of the whole batch of test images (compare ratios, not absolute times).
+is the wall time of the whole batch of test images (compare ratios, not absolute times). DPS rows also
+carry ``psnr_per_image`` (DPS can diverge on single images).
 
 Data: MNI152 2009a T1 template (nilearn wheel), axial slices resized to S x S, intensities in
 [0, 1]. Test slices z = 75, 85, ..., 115 (full run: 5 slices, fewer than the issue's ~10 to fit a
 shared 2-core machine; z = 85, 105 in the quick run), one tuning
-slice (z = 65) picks TV's lambda, the CG iteration count, DPS's step size and DDS's gamma (noisy
-tasks); the priors are fitted/trained on the axial slices z in [30, 160) at least 2 mm from every
+slice (z = 65) picks TV's lambda, the CG iteration count, DPS's step size and DDS's CG iterations per
+step (5 or 10) and gamma (noisy tasks); the MoLRG prior's size (6 subspaces of dimension 16) and DDS's
+eta (0.85) were chosen once on the MRI tuning slice (benchmarks/results/dds_tuning.md, a separate
+tuning-slice-only study; no test slice was used); the priors are fitted/trained on the axial slices z in [30, 160) at least 2 mm from every
 test and tuning slice. The Shepp-Logan tasks reconstruct scikit-image's phantom at the CT size
 with the MNI-fitted priors and the parameters tuned on the MNI tuning slice (an out-of-distribution
 image for the learned priors).
@@ -121,23 +124,26 @@ def run_task(name, A, y_test, y_tune, x_test, x_tune, priors, cfg, noisy, is_ct)
     zeta = max((c / norm_A for c in cfg["dps_step_sizes"]), key=lambda v: metrics(x_tune, dps(y_tune, v)[0])[0])
     (rec, info), sec = timed(lambda: dps(y_test, zeta))
     p, s = metrics(x_test, rec)
+    # per-image PSNR: DPS can diverge on single images (a mean PSNR far below the others' is one blown-up slice)
     res["dps_molrg"] = {"psnr": p, "ssim": s, "nfe": info["nfe"], "seconds": sec, "steps": steps, "step_size": zeta,
-                        "opnorm": norm_A}
+                        "opnorm": norm_A, "psnr_per_image": [float(v) for v in psnr(x_test, rec, data_range=1.0)]}
     log(f"{name}: dps done")
-    # DDS with each prior (gamma tuned on the tuning slice for noisy data)
+    # DDS with each prior: CG iterations per step (and gamma on noisy data) tuned on the tuning slice
     for pname, prior in priors.items():
         gammas = cfg["gammas"] if noisy else [None]
 
-        def make(g):
+        def make(g, k):
             kw = {"noise_std": 0.01, "gamma": g} if g is not None else {}
-            return DDSReconstructor(A, prior=prior, n_steps=cfg["n_steps"], cg_iter=5, eta=0.85, random_state=0, **kw)
+            return DDSReconstructor(A, prior=prior, n_steps=cfg["n_steps"], cg_iter=k, eta=cfg["dds_eta"],
+                                    random_state=0, **kw)
 
-        g = max(gammas, key=lambda v: make(v).fit(x_tune).score(y_tune, x_tune)) if len(gammas) > 1 else gammas[0]
-        est = make(g).fit(x_tune)  # the prior is pre-fitted: fit only checks the shape
+        grid = [(g, k) for g in gammas for k in cfg["dds_cg_iters"]]
+        g, k = max(grid, key=lambda v: make(*v).fit(x_tune).score(y_tune, x_tune)) if len(grid) > 1 else grid[0]
+        est = make(g, k).fit(x_tune)  # the prior is pre-fitted: fit only checks the shape
         rec, sec = timed(lambda: est.predict(y_test))
         p, s = metrics(x_test, rec)
         res[f"dds_{pname}"] = {"psnr": p, "ssim": s, "nfe": cfg["n_steps"], "seconds": sec, "gamma": g,
-                               "eta": 0.85, "cg_iter": 5}
+                               "eta": cfg["dds_eta"], "cg_iter": k}
     log(f"{name}: " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in res.items()))
     return res
 
@@ -222,11 +228,17 @@ def main(argv=None):
         "cg_grid": [4, 8, 16, 32, 64, 128],
         "tv_lams": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],  # times ||A||^2
         "tv_iter": 20 if quick else 100,
-        "gammas": [10.0] if quick else [1.0, 10.0, 100.0],
+        # DDS: gamma (noisy tasks) and CG iterations per step tuned on the tuning slice; eta fixed (on the MRI
+        # tuning slice eta in {0.5, 0.85, 1} moved PSNR by <= 0.1 dB: benchmarks/results/dds_tuning.md)
+        "gammas": [3.0] if quick else [1.0, 3.0, 10.0, 30.0],
+        "dds_cg_iters": [5] if quick else [5, 10],
+        "dds_eta": 0.85,
         "dps_steps": 100 if quick else 1000,
         # times 1 / ||A||; c = 4 and 8 can win on the tuning slice yet diverge on test slices (full run, MRI)
         "dps_step_sizes": [1.0] if quick else [0.25, 0.5, 1.0, 2.0],
-        "molrg": {"n_components": 3, "subspace_dim": 16},
+        # chosen on the MRI tuning slice among (K, d) in {(1, 32), (3, 16), (3, 32), (2, 48), (6, 16), (6, 32),
+        # (10, 16)}: benchmarks/results/dds_tuning.md
+        "molrg": {"n_components": 6, "subspace_dim": 16},
         "unet": {"base_channels": 8, "channel_mult": [1, 2, 4], "max_steps": 20 if quick else 300, "batch_size": 8,
                  "learning_rate": 2e-3, "ema_decay": 0.99},
     }
