@@ -22,6 +22,7 @@ import math
 from .._backend import check_random_state, get_namespace, random_normal
 from .._validation import check_param
 from ..operators import LinearOperator, conjugate_gradient
+from .samplers import _check_measurements
 
 __all__ = ["adjoint_reconstruction", "ddnm_sample", "dps_sample", "finite_differences", "finite_differences_adjoint",
            "least_squares", "tv_admm"]
@@ -214,27 +215,6 @@ def _rows_codec(operator, y, complex_images, xp):
         def to_rows(img):
             return xp.reshape(img, (B, -1))
     return to_img, to_rows
-
-
-def _check_measurements(operator, y, complex_images):
-    if not isinstance(operator, LinearOperator):
-        raise TypeError(f"operator must be a LinearOperator, got {type(operator).__name__}")
-    check_param("complex_images", complex_images, "bool")
-    xp, dev = get_namespace(y, names=["y"])
-    out_shape = tuple(operator.out_shape)
-    if y.ndim != len(out_shape) + 1 or tuple(y.shape[1:]) != out_shape:
-        raise ValueError(f"y must have shape (n_samples, {', '.join(map(str, out_shape))}) to match the operator, "
-                         f"got {tuple(y.shape)}")
-    if not bool(xp.all(xp.isfinite(y))):
-        raise ValueError("y must not contain NaN or infinity")
-    if complex_images and not operator.complex_input:
-        raise TypeError(f"{type(operator).__name__} is a real operator; complex_images must be False")
-    if xp.isdtype(y.dtype, "complex floating") and not operator.complex_input:
-        raise TypeError("y is complex but the operator is real")
-    rdt = y.dtype
-    if xp.isdtype(rdt, "complex floating"):
-        rdt = xp.float32 if rdt == xp.complex64 else xp.float64
-    return xp, dev, rdt
 
 
 def dps_sample(denoiser, operator, y, *, n_steps=1000, step_size=1.0, complex_images=False, random_state=None):

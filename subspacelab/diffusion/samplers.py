@@ -387,6 +387,29 @@ def _normal_like(rng, x, xp, dev):
     return random_normal(rng, tuple(x.shape), xp, device=dev, dtype=x.dtype)
 
 
+def _check_measurements(operator, y, complex_images, x_init=None):
+    """Validate a reconstruction's operator, measurements ``y`` (one row per image) and
+    ``complex_images``; return ``(xp, device, real dtype)`` (float32 for float32/complex64 data,
+    float64 otherwise)."""
+    if not isinstance(operator, LinearOperator):
+        raise TypeError(f"operator must be a LinearOperator, got {type(operator).__name__}")
+    check_param("complex_images", complex_images, "bool")
+    xp, dev = get_namespace(y, x_init, names=["y", "x_init"])
+    out_shape = tuple(operator.out_shape)
+    if y.ndim != len(out_shape) + 1 or tuple(y.shape[1:]) != out_shape:
+        raise ValueError(f"y must have shape (n_samples, {', '.join(map(str, out_shape))}) to match the operator, "
+                         f"got {tuple(y.shape)}")
+    if not bool(xp.all(xp.isfinite(y))):
+        raise ValueError("y must not contain NaN or infinity")
+    if complex_images and not operator.complex_input:
+        raise TypeError(f"{type(operator).__name__} is a real operator; complex_images must be False")
+    if xp.isdtype(y.dtype, "complex floating") and not operator.complex_input:
+        raise TypeError("y is complex but the operator is real")
+    if y.dtype in (xp.float32, xp.complex64):
+        return xp, dev, xp.float32
+    return xp, dev, xp.float64
+
+
 def dds_sample(denoiser, operator, y, *, n_steps=50, cg_iter=5, eta=0.85, gamma=None, renoise="dds",
                schedule="vp", sigma_max=80.0, sigma_min=0.01, complex_images=False, tv_z=None, x_init=None,
                random_state=None, verbose=0):
@@ -465,13 +488,10 @@ def dds_sample(denoiser, operator, y, *, n_steps=50, cg_iter=5, eta=0.85, gamma=
     >>> bool(np.allclose(A.forward(x), y))
     True
     """
-    if not isinstance(operator, LinearOperator):
-        raise TypeError(f"operator must be a LinearOperator, got {type(operator).__name__}")
     N = check_param("n_steps", n_steps, "int", low=1)
     M = check_param("cg_iter", cg_iter, "int", low=0)
     check_param("eta", eta, "real", low=0.0, high=1.0)
     check_param("renoise", renoise, "option", options=("dds", "ddim"))
-    check_param("complex_images", complex_images, "bool")
     check_param("verbose", verbose, "int", low=0)
     if tv_z is not None:
         if gamma is not None:
@@ -482,25 +502,11 @@ def dds_sample(denoiser, operator, y, *, n_steps=50, cg_iter=5, eta=0.85, gamma=
             raise TypeError(f"tv_z must be None or a pair (rho, lam), got {tv_z!r}") from None
         check_param("rho", rho, "real", low=0.0, closed="neither")
         check_param("lam", lam, "real", low=0.0)
-    xp, dev = get_namespace(y, x_init, names=["y", "x_init"])
-    out_shape, in_shape = tuple(operator.out_shape), tuple(operator.in_shape)
-    if y.ndim != len(out_shape) + 1 or tuple(y.shape[1:]) != out_shape:
-        raise ValueError(f"y must have shape (n_samples, {', '.join(map(str, out_shape))}) to match the operator, "
-                         f"got {tuple(y.shape)}")
-    if not bool(xp.all(xp.isfinite(y))):
-        raise ValueError("y must not contain NaN or infinity")
-    if complex_images and not operator.complex_input:
-        raise TypeError(f"{type(operator).__name__} is a real operator; complex_images must be False")
+    xp, dev, rdt = _check_measurements(operator, y, complex_images, x_init)
+    in_shape = tuple(operator.in_shape)
     a, s = sampling_scales(N, schedule, sigma_max=sigma_max, sigma_min=sigma_min)
     B = y.shape[0]
-    rdt = y.dtype
-    if xp.isdtype(rdt, "complex floating"):
-        rdt = xp.float32 if rdt == xp.complex64 else xp.float64
-    if not xp.isdtype(rdt, "real floating"):
-        rdt = xp.float64
     dt = (xp.complex64 if rdt == xp.float32 else xp.complex128) if complex_images else rdt
-    if not complex_images and xp.isdtype(y.dtype, "complex floating") and not operator.complex_input:
-        raise TypeError("y is complex but the operator is real")
     rng = check_random_state(random_state)
     if x_init is None:
         x = _normal_like(rng, xp.zeros((B, *in_shape), dtype=dt, device=dev), xp, dev)
