@@ -23,7 +23,11 @@ How the configurations were fixed (before any baseline was run on these datasets
 * union_of_subspaces_hard: the generator's parameters below were chosen a priori (more, higher
   dimensional subspaces, overlap 0.7, warp 2, noise 0.1) and never changed afterwards.
 * MCR2 on the synthetic sets: chosen by a handful of MCR2-only runs on another draw of the same
-  generator (random_state=1); the benchmark uses random_state=0.
+  generator (random_state=1); the benchmark uses random_state=0. The hard set's configuration
+  was changed once, after the rate-reduction refinement of the labels (``refine_max_iter``,
+  ``refine_n_init``) was added to MCR2Clusterer: again chosen on random_state=1 only (the
+  baselines' numbers on random_state=0 were known from the earlier run; no MCR2 run on
+  random_state=0 informed the choice).
 * MCR2 on digits / mnist5k: chosen by a handful of MCR2-only runs on digits itself, looking at
   its own ACC (there is no second draw of a real dataset); mnist5k reuses the digits choice.
 """
@@ -61,10 +65,11 @@ MCR2_CONFIGS = {
         solver="network", feature_dim=32, hidden_dim=256, batch_size=250, n_epochs=60, lr=1e-3,
         lr_cluster=1e-3, warmup_steps=0, sinkhorn_eta=0.1,
     ),
-    "union_of_subspaces_hard": dict(
-        solver="network", feature_dim=32, hidden_dim=256, batch_size=320, n_epochs=60, lr=1e-3,
-        lr_cluster=1e-3, warmup_steps=0, sinkhorn_eta=0.1,
-    ),
+    # Fixed features (the membership solver) with rate-reduction refinement of the labels from
+    # the spectral labels and 9 random labelings; chosen on the generator's draw random_state=1
+    # (eps_sq 0.5 vs 0.1, refine_n_init 1 vs 10), see the module docstring. The network solver
+    # with the configuration below for the easy set reached ACC 0.25-0.31 here.
+    "union_of_subspaces_hard": dict(solver="membership", eps_sq=0.5, refine_n_init=10),
     "digits": dict(
         solver="network", feature_dim=32, hidden_dim=256, batch_size=599, n_epochs=40, lr=1e-3,
         lr_cluster=1e-3, warmup_steps=0, sinkhorn_eta=0.1,

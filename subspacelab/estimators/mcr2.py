@@ -68,7 +68,10 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
     number of clusters is only used at the end, by spectral clustering of :math:`\Gamma`
     (normalised affinity :math:`D^{-1/2}\frac{\Gamma + \Gamma^\top}{2}D^{-1/2}`, its top
     eigenvectors, row normalisation, k-means), or chosen by the coding-length criterion
-    (:meth:`estimate_n_clusters`).
+    (:meth:`estimate_n_clusters`). The spectral labels are then refined by greedy descent of
+    the label-block compressed rate :math:`R^c(Z, \text{labels})` on the representation (our
+    addition, ``refine_max_iter``/``refine_n_init``; ``refine_max_iter=0`` gives the paper's
+    labels): hard labels whose rate reduction :math:`\Delta R` is a local maximum.
 
     Parameters
     ----------
@@ -144,6 +147,19 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         Official: (5, 8, 9, 10, 15, 20, 30, 50).
     spectral_n_init : int, default=10
         k-means restarts in spectral clustering. Official: 10.
+    refine_max_iter : int >= 0, default=100
+        Rounds of rate-reduction refinement of the spectral labels (our addition, not in the
+        paper or the official code; 0 gives the paper's labels). For hard labels the membership
+        is label-block and :math:`\Delta R = R(Z) - R^c(Z, \text{labels})`; each round moves
+        the samples whose move to another cluster lowers :math:`R^c` the most (the exact change,
+        by the matrix determinant lemma), keeps the batch of moves only if the exact
+        :math:`R^c` decreases (halving it otherwise), and stops when no single move lowers it.
+        So :math:`\Delta R` of the returned labels is never below that of the spectral labels.
+    refine_n_init : int >= 1, default=1
+        Starts of the refinement: the spectral labels, then ``refine_n_init - 1`` uniformly
+        random labelings (seeded by ``random_state``); the labels with the smallest
+        :math:`R^c` (largest :math:`\Delta R`) are kept. The greedy descent has local minima;
+        restarts matter when the membership's spectral labels are poor.
     chunk_size : int, default=2048
         Rows of :math:`\Gamma` formed at a time when clustering the full data: memory stays
         O(n · chunk_size) (network solver).
@@ -175,6 +191,9 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         :math:`(R(Z), R^c(Z, \Gamma))` at every MLC step / iteration (warm-up excluded).
     n_iter_ : int
         Optimiser steps (network) or mirror-descent iterations (membership) performed.
+    refine_n_iter_ : int
+        Rounds of rate-reduction refinement performed, summed over the starts (see
+        ``refine_max_iter``, ``refine_n_init``).
     network_ : torch.nn.ModuleDict
         The trained network (``trunk``, ``feature_head``, ``cluster_head``); network solver
         only.
@@ -189,7 +208,14 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
     update (the official code detaches the column potential); the warm-up steps precede the
     training epochs. ``predict`` assigns a new point to the cluster whose subspace leaves the
     smallest residual :math:`\lVert z - U_k U_k^\top z\rVert` (nearest subspace); the paper
-    defines no out-of-sample rule. The network solver needs PyTorch; it trains in the input's
+    defines no out-of-sample rule (on the training data it agrees with ``labels_`` except for
+    points near the boundary between two clusters: the refinement assigns by coding rate, not by
+    residual). The rate-reduction refinement of the labels is not in the paper or the official
+    code: MLC's labels are the spectral clustering of :math:`\Gamma`. It makes the final
+    labels a local maximum of the very objective MLC optimises, restricted to hard memberships;
+    on overlapping warped subspaces it lifts the membership solver's accuracy from 0.2-0.4 to
+    above 0.9 (see the benchmark), on digits it changes the network solver's labels little.
+    The network solver needs PyTorch; it trains in the input's
     floating dtype on the input's device (CPU for NumPy input).
 
     The membership solver minimises :math:`\gamma_c R^c(Z, \Gamma) +
@@ -249,6 +275,8 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         tol=1e-6,
         n_clusters_candidates=(2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20),
         spectral_n_init=10,
+        refine_max_iter=100,
+        refine_n_init=1,
         chunk_size=2048,
         verbose=0,
         random_state=None,
@@ -277,6 +305,8 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         self.tol = tol
         self.n_clusters_candidates = n_clusters_candidates
         self.spectral_n_init = spectral_n_init
+        self.refine_max_iter = refine_max_iter
+        self.refine_n_init = refine_n_init
         self.chunk_size = chunk_size
         self.verbose = verbose
         self.random_state = random_state
@@ -298,6 +328,8 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         for name in ("spectral_n_init", "chunk_size"):
             check_param(name, getattr(self, name), "int", low=1)
         check_param("warmup_steps", self.warmup_steps, "int", low=0)
+        check_param("refine_max_iter", self.refine_max_iter, "int", low=0)
+        check_param("refine_n_init", self.refine_n_init, "int", low=1)
         check_param("verbose", self.verbose, "int", low=0)
         for name in ("eps_sq", "sinkhorn_eta", "lr", "lr_cluster", "step_size"):
             check_param(name, getattr(self, name), "real", low=0.0, closed="neither")
@@ -357,14 +389,16 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         else:
             k = int(self.n_clusters)
             labels = spectral.labels(k, self.spectral_n_init, rng)
+        labels = self._refine(Z, move_to(labels, xp, dev), k, rng)
         self.n_clusters_ = k
         self.embedding_ = Z
-        self.labels_ = move_to(labels, xp, dev)
-        self.subspace_bases_ = _subspace_bases(Z, labels, k, xp, dev)
+        self.labels_ = labels
+        self.subspace_bases_ = _subspace_bases(Z, to_numpy(labels), k, xp, dev)
         return self
 
     def fit_predict(self, X, y=None):
-        """Fit and return ``labels_``: spectral clustering of the full-data :math:`\\Gamma`.
+        """Fit and return ``labels_``: spectral clustering of the full-data :math:`\\Gamma`,
+        refined by rate reduction (``refine_max_iter``).
 
         Parameters
         ----------
@@ -376,6 +410,40 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         labels : array of shape (n_samples,)
         """
         return self.fit(X).labels_
+
+    def _refine(self, Z, labels, k, rng):
+        """Rate-reduction refinement from the spectral labels and refine_n_init - 1 random
+        labelings; the labels with the smallest label-block R^c win."""
+        if self.refine_max_iter == 0:
+            self.refine_n_iter_ = 0
+            return labels
+        xp = array_api_compat.array_namespace(Z)
+        n = Z.shape[0]
+        best = None
+        self.refine_n_iter_ = 0
+        for start in range(self.refine_n_init):
+            if start > 0:
+                draw = rng.integers(0, k, n)
+                draw[rng.choice(n, size=k, replace=False)] = np.arange(k)  # every cluster non-empty
+                labels = move_to(draw, xp, array_api_compat.device(Z))
+            refined, rounds, rc, converged = _refine_labels(
+                Z, labels, k, self.eps_sq, self.refine_max_iter, self.chunk_size
+            )
+            self.refine_n_iter_ += rounds
+            if not converged:
+                warnings.warn(
+                    f"MCR2Clusterer's label refinement did not converge in refine_max_iter="
+                    f"{self.refine_max_iter} rounds (a move still lowers the compressed rate); "
+                    "raise refine_max_iter",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+            if self.verbose:
+                print(f"[MCR2Clusterer] refinement start {start + 1}/{self.refine_n_init}: "
+                      f"{rounds} round(s), compressed rate {rc:.6f}")
+            if best is None or rc < best[0]:
+                best = (rc, refined)
+        return best[1]
 
     def _select_n_clusters(self, Z, spectral, candidates, rng):
         Zn = to_numpy(Z)
@@ -703,6 +771,103 @@ def _compressed_rate(Z, gamma, eps_sq, backend="auto"):
     t = xp.sum(gamma, axis=0)
     logdet = weighted_logdet(Z, gamma / t[None, :], d / eps_sq, backend=backend).logdet
     return xp.sum(t * logdet) / (2 * n)
+
+
+def _hard_rate_terms(Z, labels, k, beta):
+    """Per-cluster state of the label-block compressed rate.
+
+    Returns the one-hot memberships (n, k), the cluster sizes m (k,), the eigenvalues (k, d)
+    and eigenvectors (k, d, d) of S_j = Z_j^T Z_j, and the terms
+    m_j/(2n) logdet(I + beta/m_j S_j) whose sum is R^c(Z, labels) (beta = d/eps^2)."""
+    xp = array_api_compat.array_namespace(Z)
+    n = Z.shape[0]
+    ks = xp.arange(k, device=array_api_compat.device(Z))
+    onehot = xp.astype(labels[:, None] == ks[None, :], Z.dtype)
+    m = xp.sum(onehot, axis=0)
+    Zt = xp.matrix_transpose(Z)
+    S = xp.stack([(Zt * onehot[:, j][None, :]) @ Z for j in range(k)])
+    lam, V = xp.linalg.eigh(S)
+    lam = xp.clip(lam, 0.0, None)
+    safe_m = xp.where(m > 0, m, xp.ones_like(m))
+    terms = m / (2 * n) * xp.sum(xp.log1p((beta / safe_m)[:, None] * lam), axis=1)
+    return onehot, m, lam, V, terms
+
+
+def _best_moves(Z, labels, state, beta, chunk):
+    """For every sample, the cluster it would best move to and the exact change of R^c.
+
+    With S_j's eigen-decomposition the terms after adding z to cluster j (size m_j + 1) or
+    removing it from its own cluster a (size m_a - 1) follow from the matrix determinant lemma,
+    logdet(I + c (S +- z z^T)) = logdet(I + c S) + log(1 +- c z^T (I + c S)^{-1} z). Moves out
+    of a singleton cluster are excluded (the cluster would vanish). Memory O(k * chunk * d)."""
+    xp = array_api_compat.array_namespace(Z)
+    onehot, m, lam, V, terms = state
+    n = Z.shape[0]
+    c_add = beta / (m + 1)
+    base_add = xp.sum(xp.log1p(c_add[:, None] * lam), axis=1)  # (k,)
+    ma = xp.take(m, labels)
+    m_rem = xp.where(ma > 1, ma - 1, xp.ones_like(ma))
+    c_rem = beta / m_rem  # (n,)
+    lam_own = xp.take(lam, labels, axis=0)  # (n, d)
+    best, gain = [], []
+    for r0 in range(0, n, chunk):
+        r1 = min(n, r0 + chunk)
+        q = (Z[None, r0:r1, :] @ V) ** 2  # (k, b, d): squared coordinates in each eigenbasis
+        quad_add = xp.sum(q / (1 + c_add[:, None, None] * lam[:, None, :]), axis=2)  # (k, b)
+        added = ((m + 1) / (2 * n))[:, None] * (base_add[:, None] + xp.log1p(c_add[:, None] * quad_add))
+        delta = xp.matrix_transpose(added - terms[:, None])  # (b, k)
+        oh = onehot[r0:r1, :]
+        q_own = xp.sum(xp.permute_dims(q, (1, 0, 2)) * oh[:, :, None], axis=1)  # (b, d)
+        cr = c_rem[r0:r1]
+        lo = lam_own[r0:r1, :]
+        quad_rem = xp.sum(q_own / (1 + cr[:, None] * lo), axis=1)
+        tiny = xp.finfo(Z.dtype).smallest_normal
+        removed = m_rem[r0:r1] / (2 * n) * (
+            xp.sum(xp.log1p(cr[:, None] * lo), axis=1) + xp.log(xp.clip(1 - cr * quad_rem, tiny, None))
+        )
+        removed = removed - xp.take(terms, labels[r0:r1])
+        delta = delta + removed[:, None]
+        blocked = (oh > 0) | (ma[r0:r1] <= 1)[:, None]
+        delta = xp.where(blocked, xp.full_like(delta, math.inf), delta)
+        best.append(xp.argmin(delta, axis=1))
+        gain.append(xp.min(delta, axis=1))
+    return xp.concat(best), xp.concat(gain)
+
+
+def _refine_labels(Z, labels, k, eps_sq, max_iter, chunk):
+    """Greedy descent of the label-block compressed rate R^c(Z, labels) (see refine_max_iter).
+
+    Every round computes each sample's best move exactly, applies the moves with the most
+    negative changes together (all of them first, then half as many, ...) as soon as the exact
+    R^c of the result is lower, and stops when no single move lowers it (then it returns
+    converged=True). Array-API code in Z's namespace; returns (labels, rounds, R^c, converged)."""
+    xp = array_api_compat.array_namespace(Z)
+    n, d = Z.shape
+    beta = d / eps_sq
+    state = _hard_rate_terms(Z, labels, k, beta)
+    obj = float(xp.sum(state[4]))
+    for it in range(max_iter):
+        best, change = _best_moves(Z, labels, state, beta, chunk)
+        tol = 1e-12 * max(1.0, abs(obj))
+        movable = change < -tol
+        n_moves = int(xp.sum(xp.astype(movable, xp.int64)))
+        if n_moves == 0:
+            return labels, it, obj, True
+        ordered = xp.sort(xp.where(movable, change, xp.full_like(change, math.inf)))
+        while True:
+            threshold = ordered[n_moves - 1]
+            moved = movable & (change <= threshold)
+            trial = xp.where(moved, best, labels)
+            trial_state = _hard_rate_terms(Z, trial, k, beta)
+            trial_obj = float(xp.sum(trial_state[4]))
+            if trial_obj < obj and bool(xp.all(trial_state[1] > 0)):
+                break
+            if n_moves == 1:  # the exact single-move change is below rounding: a fixed point
+                return labels, it, obj, True
+            n_moves = (n_moves + 1) // 2
+        labels, state, obj = trial, trial_state, trial_obj
+    best, change = _best_moves(Z, labels, state, beta, chunk)
+    return labels, max_iter, obj, not bool(xp.any(change < -1e-12 * max(1.0, abs(obj))))
 
 
 def _normalize_rows(X, xp):
