@@ -456,3 +456,47 @@ def test_predict_on_another_namespace_is_refused():
         est = MCR2Clusterer(3, solver="membership", max_iter=2, tol=1.0).fit(X)
         with pytest.raises(ValueError, match="same namespace"):
             est.predict(torch.asarray(X))
+
+
+# ------------------------------------------------------------------------------------------
+# several networks (n_networks)
+
+
+def test_several_networks_average_their_memberships():
+    X, y = separated(20)
+    one = [MCR2Clusterer(3, random_state=s, **SMALL_NET).fit(X) for s in (0,)]
+    est = MCR2Clusterer(3, n_networks=3, random_state=0, **SMALL_NET).fit(X)
+    assert len(est.networks_) == 3 and len(one[0].networks_) == 1
+    # the first network is the single-network fit of the same seed
+    np.testing.assert_array_equal(one[0].loss_curve_, est.loss_curve_[: len(one[0].loss_curve_)])
+    assert est.n_iter_ == len(est.loss_curve_) == 3 * len(one[0].loss_curve_)
+    # representation: the networks' unit-norm features concatenated, scaled to unit norm
+    Z = est.transform(X)
+    assert Z.shape == (60, 3 * SMALL_NET["feature_dim"])
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(Z[:, : SMALL_NET["feature_dim"]] * math.sqrt(3), one[0].transform(X), rtol=1e-10, atol=1e-12)
+    # membership: the mean of the networks' doubly stochastic memberships
+    import torch
+
+    parts = []
+    for _, c in est._heads(X):
+        c = c.numpy()
+        parts.append(sinkhorn(np.abs(c @ c.T), est.sinkhorn_eta, est.sinkhorn_n_iter).plan)
+    np.testing.assert_allclose(est.membership(X), np.mean(parts, axis=0), rtol=1e-10)
+    np.testing.assert_allclose(est.membership(X).sum(axis=1), 1.0, rtol=1e-10)
+    # the labels are the spectral clustering of that mean (dense and chunked operators agree)
+    dense = _Affinity.dense(np.mean(parts, axis=0))
+    chunked = est._network_affinity(X)
+    v = np.random.default_rng(0).normal(size=(60, 2))
+    np.testing.assert_allclose(chunked.matvec(v), dense.matvec(v), rtol=1e-9)
+    np.testing.assert_allclose(chunked.rmatvec(v), dense.rmatvec(v), rtol=1e-9)
+    rng = np.random.default_rng(5)
+    from_dense = _SpectralEmbedding(dense, rng).labels(3, 10, rng)
+    assert clustering_accuracy(from_dense, est.labels_) == 1.0  # same partition
+    assert torch.is_tensor(next(est.networks_[2].parameters()))
+
+
+def test_n_networks_must_be_positive():
+    X, _ = separated(5)
+    with pytest.raises(ValueError, match="n_networks"):
+        MCR2Clusterer(3, n_networks=0).fit(X)
