@@ -883,7 +883,7 @@ def _refine_labels(Z, labels, k, eps_sq, max_iter, chunk):
             trial = xp.where(moved, best, labels)
             trial_state = _hard_rate_terms(Z, trial, k, beta)
             trial_obj = float(xp.sum(trial_state[4]))
-            if trial_obj < obj and bool(xp.all(trial_state[1] > 0)):
+            if trial_obj < obj and bool(xp.all((trial_state[1] > 0) | (state[1] == 0))):  # none emptied
                 break
             if n_moves == 1:  # the exact single-move change is below rounding: a fixed point
                 return labels, it, obj, True

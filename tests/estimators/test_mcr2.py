@@ -380,6 +380,16 @@ def test_refinement_recovers_a_union_of_subspaces_from_random_labels():
         assert clustering_accuracy(y, labels) == 1.0
 
 
+def test_refinement_may_fill_an_empty_cluster_and_never_empties_one():
+    X, y = make_union_of_subspaces(40, (3, 3, 3, 3), 20, noise=0.01, random_state=2)[:2]
+    Z = X / np.linalg.norm(X, axis=1, keepdims=True)
+    start = np.random.default_rng(0).integers(0, 3, Z.shape[0])  # cluster 3 starts empty
+    labels, _, _, converged = _refine_labels(Z, start, 4, 0.1, max_iter=200, chunk=64)
+    assert converged and clustering_accuracy(y, labels) == 1.0
+    labels, rounds, _, converged = _refine_labels(Z, np.zeros(160, dtype=np.int64), 1, 0.1, max_iter=5, chunk=64)
+    assert converged and rounds == 0 and np.all(labels == 0)  # one cluster: nothing to move
+
+
 def test_refinement_same_on_every_backend(backend):
     X, _ = make_union_of_subspaces(15, (2, 2, 2), 8, noise=0.2, warp=0.5, random_state=5)[:2]
     Z = X / np.linalg.norm(X, axis=1, keepdims=True)
