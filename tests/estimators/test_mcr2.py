@@ -281,6 +281,12 @@ def test_estimate_n_clusters_by_coding_length():
         assert est.n_clusters_ == 4
         assert clustering_accuracy(y, est.labels_) == 1.0
         assert est.estimate_n_clusters(X, candidates=[2, 4, 8]) == 4
+        # the refinement acts on the selected number of clusters
+        refined = MCR2Clusterer(
+            None, solver="membership", max_iter=5, refine_max_iter=50, refine_n_init=3, random_state=0,
+            n_clusters_candidates=(2, 3, 4, 6, 8),
+        ).fit(X)
+        assert refined.n_clusters_ == 4 and clustering_accuracy(y, refined.labels_) == 1.0
 
 
 def test_score_is_rate_reduction():
