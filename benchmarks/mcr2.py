@@ -31,7 +31,7 @@ How the configurations were fixed (before any baseline was run on these datasets
 * MCR2 on digits / mnist5k: chosen by a handful of MCR2-only runs on digits itself, looking at
   its own ACC (there is no second draw of a real dataset); mnist5k reuses the digits choice.
   ``n_networks=5`` was added later, on digits too, after single networks were seen to vary with
-  the seed (ACC 0.797-0.891 over torch seeds 0-5) and ad-hoc mean memberships of 2-6 of those
+  the seed (ACC 0.797-0.891 over random_state 0-5) and ad-hoc mean memberships of 2-6 of those
   networks to give ACC 0.869-0.886 / NMI 0.872-0.891. The size 5 was picked before any
   n_networks=5 fit was run; the first one run was this very configuration (random_state=0),
   so its digits number was seen before the choice was written here. docs/mcr2.md gives the
@@ -74,7 +74,7 @@ MCR2_CONFIGS = {
     # Fixed features (the membership solver) with rate-reduction refinement of the labels from
     # the spectral labels and 9 random labelings; chosen on the generator's draw random_state=1
     # (eps_sq 0.5 vs 0.1, refine_n_init 1 vs 10), see the module docstring. The network solver
-    # with the configuration below for the easy set reached ACC 0.25-0.31 here.
+    # (the easy set's configuration with batch 320) reached ACC 0.25 here, 0.19-0.31 on draw 1.
     "union_of_subspaces_hard": dict(solver="membership", eps_sq=0.5, refine_max_iter=100, refine_n_init=10),
     # n_networks=5 (mean membership of five networks) added after single networks were seen to
     # vary with the seed on digits (ACC 0.797-0.891 over seeds 0-5); see the module docstring.

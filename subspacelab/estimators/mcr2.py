@@ -395,8 +395,9 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
             seeds = [torch_seed] + [int(rng.integers(0, 2**62)) for _ in range(self.n_networks - 1)]
             self.networks_ = [self._fit_network(X, seed) for seed in seeds]
             self.n_iter_ = len(self.loss_curve_)
-            Z = self._transform(X, xp, dev)
-            affinity = self._network_affinity(X)
+            heads = self._heads(X)
+            Z = move_to(_concat_features(heads), xp, dev)
+            affinity = self._network_affinity(heads)
         else:
             Z = _normalize_rows(X, xp)
             gamma = self._optimize_membership(Z, xp, record=True)
@@ -546,13 +547,14 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         with torch.no_grad():
             return [_forward(torch, net, Xt) for net in self.networks_]
 
-    def _network_affinity(self, X):
-        """The mean of the networks' full-data memberships, as a chunked operator."""
+    def _network_affinity(self, heads):
+        """The mean of the networks' full-data memberships (from their ``_heads``), as a
+        chunked operator."""
         parts = [
             _Affinity.from_embedding(
                 to_numpy(c), self.sinkhorn_eta, self.sinkhorn_n_iter, self.sinkhorn_tol, self.chunk_size
             )
-            for _, c in self._heads(X)
+            for _, c in heads
         ]
         return _Affinity.mean(parts)
 
@@ -612,10 +614,7 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
 
     def _transform(self, X, xp, dev):
         if self.solver == "network":
-            torch = _import_torch()
-            zs = [z for z, _ in self._heads(X)]
-            z = zs[0] if len(zs) == 1 else torch.cat(zs, dim=1) / math.sqrt(len(zs))
-            return move_to(z, xp, dev)
+            return move_to(_concat_features(self._heads(X)), xp, dev)
         return _normalize_rows(X, xp)
 
     def transform(self, X):
@@ -725,10 +724,12 @@ class MCR2Clusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         else:
             cands = _CandidatesView(candidates)._candidates(n)
         rng = check_random_state(self.random_state)
-        Z = self._transform(X, xp, dev)
         if self.solver == "network":
-            affinity = self._network_affinity(X)
+            heads = self._heads(X)
+            Z = move_to(_concat_features(heads), xp, dev)
+            affinity = self._network_affinity(heads)
         else:
+            Z = self._transform(X, xp, dev)
             affinity = _Affinity.dense(to_numpy(self._optimize_membership(Z, xp, record=False)))
         k, _ = self._select_n_clusters(Z, _SpectralEmbedding(affinity, rng), cands, rng)
         return k
@@ -794,6 +795,14 @@ def _compressed_rate(Z, gamma, eps_sq, backend="auto"):
     t = xp.sum(gamma, axis=0)
     logdet = weighted_logdet(Z, gamma / t[None, :], d / eps_sq, backend=backend).logdet
     return xp.sum(t * logdet) / (2 * n)
+
+
+def _concat_features(heads):
+    """The representation of several networks: their unit-norm features side by side, scaled
+    by 1/sqrt(m) so that rows have unit norm again (one network: its features)."""
+    torch = _import_torch()
+    zs = [z for z, _ in heads]
+    return zs[0] if len(zs) == 1 else torch.cat(zs, dim=1) / math.sqrt(len(zs))
 
 
 def _hard_rate_terms(Z, labels, k, beta):

@@ -502,7 +502,7 @@ def test_several_networks_average_their_memberships():
     np.testing.assert_allclose(est.membership(X).sum(axis=1), 1.0, rtol=1e-10)
     # the labels are the spectral clustering of that mean (dense and chunked operators agree)
     dense = _Affinity.dense(np.mean(parts, axis=0))
-    chunked = est._network_affinity(X)
+    chunked = est._network_affinity(est._heads(X))
     v = np.random.default_rng(0).normal(size=(60, 2))
     np.testing.assert_allclose(chunked.matvec(v), dense.matvec(v), rtol=1e-9)
     np.testing.assert_allclose(chunked.rmatvec(v), dense.rmatvec(v), rtol=1e-9)
