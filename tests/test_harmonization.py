@@ -1,9 +1,12 @@
-"""Blind harmonisation baselines, segmentation metric, DomainShift and the spin-echo phantoms."""
+"""Blind harmonisation baselines, template standardisation, segmentation metric, DomainShift and
+the spin-echo phantoms."""
 
 import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from subspacelab.datasets import (
     SCANNERS,
@@ -17,6 +20,7 @@ from subspacelab.harmonization import (
     histogram_matching,
     multiotsu_thresholds,
     nyul_normalize,
+    template_standardize,
     three_class_segmentation,
     zscore_normalize,
 )
@@ -67,6 +71,62 @@ def test_baselines_bad_input(target):
         nyul_normalize(target, target, percentiles=(50, 10))
     with pytest.raises(ValueError, match="stack of images"):
         histogram_matching(np.ones(5), target)
+
+
+# ----------------------------------------------------------------------------- template standardisation
+
+def test_template_standardize_undoes_a_monotone_map_exactly(target):
+    """field_degree=0, one neighbour, the clean image among the targets: the weighted isotonic
+    regression of the template on a strictly monotone map of it is the inverse map."""
+    fg = target > 0.05
+    src = np.where(fg, np.exp(2.0 * target) - 0.9, 0.0)
+    out = template_standardize(src, target, n_neighbors=1, field_degree=0)
+    np.testing.assert_allclose(out[fg], target[fg], atol=1e-12)
+    np.testing.assert_array_equal(out[~fg], 0.0)  # the targets' background median
+
+
+def test_template_standardize_removes_a_smooth_field(target):
+    yy, xx = np.mgrid[-1:1:32j, -1:1:32j]
+    field = np.exp(0.25 * xx - 0.15 * xx * yy + 0.1 * yy**2)
+    src = (target * field) ** 1.3
+    src /= src.max(axis=(1, 2), keepdims=True)
+    fg = target > 0.05
+    ours = template_standardize(src, target, n_neighbors=1)
+    nyul = nyul_normalize(src, target)
+    err, err_nyul = np.abs(ours - target)[fg].mean(), np.abs(nyul - target)[fg].mean()
+    assert err < 0.01 and err < err_nyul / 3
+    # without the field model only the intensity map is undone
+    assert np.abs(template_standardize(src, target, n_neighbors=1, field_degree=0) - target)[fg].mean() > 2 * err
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4))
+def test_template_standardize_is_monotone_without_a_field(seed, k):
+    """field_degree=0: on the foreground the output is a non-decreasing function of the source
+    (so a contrast is never inverted), with values inside the targets' range."""
+    rng = np.random.default_rng(seed)
+    targets = rng.random((4, 8, 8))
+    src = rng.random((2, 8, 8))
+    out = template_standardize(src, targets, n_neighbors=k, field_degree=0)
+    for o, x in zip(out, src):
+        fg = x > 0.05
+        order = np.argsort(x[fg], kind="stable")
+        assert np.all(np.diff(o[fg][order]) >= -1e-12)
+        assert targets.min() - 1e-12 <= o[fg].min() and o[fg].max() <= targets.max() + 1e-12
+
+
+def test_template_standardize_bad_input(target):
+    with pytest.raises(ValueError, match="n_neighbors"):
+        template_standardize(target, target, n_neighbors=7)
+    with pytest.raises(ValueError, match="one image shape"):
+        template_standardize(target[:, :16, :16], target)
+    with pytest.raises(ValueError, match="field_degree"):
+        template_standardize(target, target, field_degree=-1)
+    with pytest.raises(ValueError, match="relative_variance_floor"):
+        template_standardize(target, target, relative_variance_floor=0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        template_standardize(np.full((1, 32, 32), np.nan), target)
+    with pytest.raises(ValueError, match="constant foreground"):
+        template_standardize(np.full((1, 32, 32), 0.5), target)
 
 
 def test_multiotsu_and_dice():

@@ -16,9 +16,11 @@ from subspacelab.datasets import DomainShift, make_spin_echo_phantoms  # noqa: E
 from subspacelab.estimators import blind_harmony as bh  # noqa: E402
 from subspacelab.metrics import psnr  # noqa: E402
 
-# beta_fidelity: the reference's 1000 is meant for 144 x 176 images; 16 x 16 needs ~80x less
+# beta_fidelity: the reference's 1000 is meant for 144 x 176 images; 16 x 16 needs ~80x less.
+# alpha, beta_edge: the reference's weights, so that the tests exercise the flow's latent shrink
+# (the estimator's defaults switch both off).
 TINY = dict(levels=2, steps_per_level=2, hidden_channels=8, batch_size=8, learning_rate=3e-3, beta_fidelity=10.0,
-            n_threads=1, random_state=0)
+            alpha=1e-3, beta_edge=1e-3, n_threads=1, random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +166,26 @@ def test_transform_never_differentiates_through_the_flow(phantoms, fitted, monke
     fitted.transform(phantoms[20:22])
     assert len(seen) == fitted.n_iter and not any(g or r for g, r in seen)
     assert not any(p.requires_grad for p in fitted.flow_.parameters())
+    seen.clear()
+    fitted.set_params(alpha=0.0).transform(phantoms[20:22])  # no shrink: the flow is not evaluated
+    fitted.set_params(alpha=TINY["alpha"])
+    assert seen == []
+
+
+def test_standardize_then_identity_loop_is_template_standardize(phantoms, fitted):
+    """With alpha = beta_edge = 0 and init = source the loop leaves the standardised source
+    as it is (the cosine's gradient vanishes at y = x), so transform is template_standardize."""
+    from subspacelab.harmonization import template_standardize
+
+    src = make_spin_echo_phantoms(24, 16, scanner="B", random_state=0)[20:]
+    out = fitted.set_params(alpha=0.0, beta_edge=0.0, init="source").transform(src)
+    fitted.set_params(alpha=TINY["alpha"], beta_edge=TINY["beta_edge"], init="source")
+    np.testing.assert_allclose(out, template_standardize(src, phantoms[:20], n_neighbors=fitted.n_neighbors,
+                                                         field_degree=fitted.field_degree), atol=1e-12)
+    # standardize=False: the loop starts from the min-max normalised source itself
+    raw = fitted.set_params(standardize=False, alpha=0.0, beta_edge=0.0, init="source").transform(src)
+    fitted.set_params(standardize=True, alpha=TINY["alpha"], beta_edge=TINY["beta_edge"], init="source")
+    np.testing.assert_allclose(raw, src, atol=1e-12)
 
 
 def test_spec_invariants_cosine_ascent_and_exact_shrink():
@@ -211,18 +233,18 @@ def test_safeguard_keeps_pre_shrink_image():
 
 def test_contrast_inversion_is_not_silently_inverted(phantoms, fitted):
     src = DomainShift("inversion", random_state=0)(phantoms[20:])
-    for init in ("target_mean", "source"):
+    for init in ("nearest_target", "target_mean", "source"):
         out = fitted.set_params(init=init).transform(src)
         for o, s in zip(out, src):
             assert np.corrcoef(o.ravel(), s.ravel())[0, 1] > 0
-    fitted.set_params(init="target_mean")
+    fitted.set_params(init="source")
 
 
 def test_target_image_from_itself_stays_close(phantoms, fitted):
     """Spec 18: a target-domain source with init = source loses little PSNR."""
     held = phantoms[20:]
     out = fitted.set_params(init="source").transform(held)
-    fitted.set_params(init="target_mean")
+    fitted.set_params(init="source")
     assert np.all(psnr(held, out, data_range=1.0) > 25.0)
 
 
@@ -248,12 +270,17 @@ def test_bad_input(phantoms, fitted):
     with pytest.raises(ValueError, match="divisible"):
         BlindHarmonizer(max_steps=1, **TINY).fit(phantoms[:4, :10, :10])
     with pytest.raises(ValueError, match="alpha"):
-        BlindHarmonizer(alpha=1.0, max_steps=1, **TINY).fit(phantoms[:4])
+        BlindHarmonizer(max_steps=1, **{**TINY, "alpha": 1.0}).fit(phantoms[:4])
     with pytest.raises(ValueError, match="coupling"):
         BlindHarmonizer(coupling="additive", max_steps=1, **TINY).fit(phantoms[:4])
     with pytest.raises(ValueError, match="init"):
         fitted.set_params(init="zeros").transform(phantoms[:2])
-    fitted.set_params(init="target_mean")
+    fitted.set_params(init="source")
+    with pytest.raises(ValueError, match="n_neighbors"):
+        BlindHarmonizer(n_neighbors=5, max_steps=1, **TINY).fit(phantoms[:4])
+    with pytest.raises(ValueError, match="field_degree"):
+        fitted.set_params(field_degree=-1).transform(phantoms[:2])
+    fitted.set_params(field_degree=3)
     with pytest.raises(ValueError, match="4-D|2-D"):
         fitted.transform(phantoms[:2, None])
     with pytest.raises(ValueError, match="1 feature"):
