@@ -201,10 +201,10 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
     (with a RuntimeWarning).
 
     **Defaults.** On our validation data (phantom subjects not in the benchmark, MNI152
-    held-out slices under other shift draws than the benchmark's) the flow's latent shrink lowered PSNR at every ``alpha > 0`` and the edge term
-    at the reference's weight did too, with the CPU-sized flows trained here (about 0.2 M
-    parameters, minutes on 2 cores; the reference's has 14.5 M and 10,000 steps of batch
-    256). So the defaults are ``alpha=0`` and ``beta_edge=0`` with ``init="source"``: the
+    held-out slices under other shift draws than the benchmark's) the flow's latent shrink
+    lowered PSNR at every ``alpha > 0`` and the edge term at the reference's weight did too,
+    with the CPU-sized flows trained here (about 0.2 M parameters, minutes on 2 cores; the
+    reference's has 14.5 M and 10,000 steps of batch 256). So the defaults are ``alpha=0`` and ``beta_edge=0`` with ``init="source"``: the
     iteration then leaves the standardised source unchanged (the cosine's gradient vanishes at
     :math:`y = x`) and never evaluates the flow, and ``transform`` is stage 1. The reference
     configuration is ``standardize=False, init="nearest_target", alpha=1e-3,
@@ -310,10 +310,10 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
 
     Notes
     -----
-    Faithful to the reference loop (spec §4.3) and its default weights, with these
-    differences: the edge mask's percentile is over the foreground; Sobel uses zero padding, which
-    makes :math:`S^\top = -S` exact (the reference uses OpenCV's reflected borders); the
-    quantisation of ``quantize=True`` uses bin centres. The conditioners have no batch norm.
+    Stage 2 is faithful to the reference loop (spec §4.3; its weights with ``alpha=1e-3``,
+    ``beta_edge=1e-3``), with these differences: the edge mask's percentile is over the
+    foreground; Sobel uses zero padding, which makes :math:`S^\top = -S` exact (the reference
+    uses OpenCV's reflected borders); the quantisation of ``quantize=True`` uses bin centres. The conditioners have no batch norm.
     The paper's own loss weights, iteration count and evaluation protocol are [unverified]
     against the PDF (spec §9): the code's values are used.
 
