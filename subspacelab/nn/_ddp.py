@@ -3,8 +3,8 @@
 Two ways to run, chosen by the estimators' ``distributed`` parameter:
 
 * an int ``n``: :func:`spawn` starts ``n`` processes on this machine with
-  ``torch.multiprocessing`` (rendezvous on a free port of 127.0.0.1; ``gloo`` on CPU, ``nccl``
-  on CUDA with one GPU per rank) and returns what rank 0 returns;
+  ``torch.multiprocessing`` (rendezvous through a file in a temporary directory; ``gloo`` on
+  CPU, ``nccl`` on CUDA with one GPU per rank) and returns what rank 0 returns;
 * ``"process_group"``: the caller already initialised ``torch.distributed`` (``torchrun`` on
   one or several machines, or its own ``init_process_group``); every rank calls ``fit`` with
   the same data and parameters and ends with the same network.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import socket
 import tempfile
 
 import torch
@@ -53,12 +52,6 @@ def check_distributed(value):
     return ("spawn", int(value))
 
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rank_device(device, rank):
     """The device of ``rank``: CUDA ranks get one GPU each, CPU ranks share the CPU."""
     dev = torch.device(device)
@@ -74,7 +67,9 @@ def spawn(fn, world_size, args, *, device="cpu", n_threads=None):
     in ``args`` reach the ranks in shared memory (torch.multiprocessing), so ``fn`` must copy
     what it modifies (the network it trains). The processes
     join a process group (``nccl`` for a CUDA ``device``, one GPU per rank, else ``gloo``)
-    over 127.0.0.1. ``n_threads`` torch threads per process (default: the CPU count divided by
+    that meets through a file store in a temporary directory: no rank hosts a server that the
+    others still need while they tear the group down (with a TCP store on rank 0, a rank that
+    was still leaving the group when rank 0 exited aborted in one CI run). ``n_threads`` torch threads per process (default: the CPU count divided by
     the number of processes).
     """
     import torch.multiprocessing as mp
@@ -87,7 +82,8 @@ def spawn(fn, world_size, args, *, device="cpu", n_threads=None):
         out = os.path.join(tmp, "rank0.pt")
         try:
             mp.spawn(
-                _entry, args=(world_size, _free_port(), str(device), n_threads, fn, args, out),
+                _entry, args=(world_size, "file://" + os.path.join(tmp, "store"), str(device), n_threads, fn, args,
+                              out),
                 nprocs=world_size, join=True,
             )
         except mp.ProcessRaisedException as failure:
@@ -104,12 +100,12 @@ def _error_path(out, rank):
     return os.path.join(os.path.dirname(out), f"error{rank}.pickle")
 
 
-def _entry(rank, world_size, port, device, n_threads, fn, args, out):
+def _entry(rank, world_size, init_method, device, n_threads, fn, args, out):
     torch.set_num_threads(n_threads)
     backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
     try:
         try:
             result = fn(rank, world_size, *args)
