@@ -99,6 +99,38 @@ def test_template_standardize_removes_a_smooth_field(target):
     assert np.abs(template_standardize(src, target, n_neighbors=1, field_degree=0) - target)[fg].mean() > 2 * err
 
 
+def _slice_stack(n, size=32):
+    """A smooth sequence of "slices": an ellipse whose size and inner structure change with j."""
+    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    out = []
+    for j in range(n):
+        t = j / (n - 1)
+        head = (xx / (0.5 + 0.3 * t)) ** 2 + (yy / 0.8) ** 2 < 1
+        inner = (xx - 0.4 * t + 0.2) ** 2 + yy**2 < (0.1 + 0.15 * t) ** 2
+        out.append(np.where(head, 0.5 + 0.4 * inner + 0.05 * yy, 0.0))
+    return np.stack(out)
+
+
+def test_template_standardize_auto_picks_the_adjacent_slices():
+    """Targets are the even slices of a smooth sequence, the sources odd slices under a field:
+    the mean of the two adjacent target slices is the best template, and the automatic choice
+    (likelihood under the neighbours' per-pixel Gaussians) takes it."""
+    stack = _slice_stack(41)
+    targets, truth = stack[0::2], stack[9:31:4]
+    yy, xx = np.mgrid[-1:1:32j, -1:1:32j]
+    src = truth * np.exp(0.2 * xx - 0.1 * yy)
+    out, ks = template_standardize(src, targets, return_n_neighbors=True)
+    assert np.mean(ks == 2) >= 0.8
+    for i, k in enumerate(ks):  # "auto" returns the fixed-k result of the size it chose
+        np.testing.assert_array_equal(out[i], template_standardize(src[i], targets, n_neighbors=int(k)))
+    err = np.abs(out - truth).mean()
+    for k in (5, 12):
+        assert err < np.abs(template_standardize(src, targets, n_neighbors=k) - truth).mean()
+    # fewer targets than the smallest automatic size: all of them
+    one, k1 = template_standardize(src[:1], targets[:1], return_n_neighbors=True)
+    assert k1.tolist() == [1] and one.shape == (1, 32, 32)
+
+
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4))
 def test_template_standardize_is_monotone_without_a_field(seed, k):
     """field_degree=0: on the foreground the output is a non-decreasing function of the source
@@ -117,6 +149,10 @@ def test_template_standardize_is_monotone_without_a_field(seed, k):
 def test_template_standardize_bad_input(target):
     with pytest.raises(ValueError, match="n_neighbors"):
         template_standardize(target, target, n_neighbors=7)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        template_standardize(target, target, n_neighbors="best")
+    with pytest.raises(ValueError, match="std_floor"):
+        template_standardize(target, target, std_floor=0.0)
     with pytest.raises(ValueError, match="one image shape"):
         template_standardize(target[:, :16, :16], target)
     with pytest.raises(ValueError, match="field_degree"):

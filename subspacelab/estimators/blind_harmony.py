@@ -178,8 +178,8 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
     1. (``standardize=True``) :func:`~subspacelab.harmonization.template_standardize` against
        the training images: a smooth multiplicative field (log-polynomial of degree
        ``field_degree``) and a non-decreasing intensity map, both fitted against the mean of
-       the source's ``n_neighbors`` most similar training images, weighted by where they agree;
-       the background becomes the target's. This stage is ours, not the reference's: it
+       the source's most similar training images (``n_neighbors`` of them, by default chosen
+       per image), weighted by where they agree; the background becomes the target's. This stage is ours, not the reference's: it
        replaces the reference's start image (the mean target image *at the same slice
        position*) by a fit against such a local template. It runs in NumPy.
     2. the reference iteration of spec §4.3 on the (standardised) source :math:`x`. From
@@ -237,10 +237,12 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
     standardize : bool, default=True
         Run stage 1 (template standardisation) before the iteration. Applies to one-channel
         images; a table ``(n, n_features)`` has no pixels to correct and is not standardised.
-    n_neighbors : int, default=5
-        Training images per template (at most the number of training images). Fewer follow
-        the source's anatomy more closely (registered slices of one template brain); more
-        average over subjects (different anatomies). Chosen on validation data.
+    n_neighbors : "auto" or int, default="auto"
+        Training images per template (an int: at most the number of training images). Fewer
+        follow the source's anatomy more closely (registered slices of one template brain),
+        more average over subjects (different anatomies); ``"auto"`` picks per image the size
+        whose template makes the result most likely (see
+        :func:`~subspacelab.harmonization.template_standardize`).
     field_degree : int, default=3
         Degree of the log-polynomial field of stage 1; 0 fits no field.
     alpha : float in [0, 1), default=0.0
@@ -351,7 +353,7 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
 
     def __init__(self, image_shape=None, *, levels=3, steps_per_level=4, hidden_channels=32, n_blocks=1,
                  coupling="affine", num_bins=8, tail_bound=3.0, num_bits=8, max_steps=400, batch_size=16,
-                 learning_rate=1e-3, standardize=True, n_neighbors=5, field_degree=3, alpha=0.0,
+                 learning_rate=1e-3, standardize=True, n_neighbors="auto", field_degree=3, alpha=0.0,
                  beta_fidelity=None, beta_edge=0.0, n_iter=10, edge_percentile=30.0, foreground_threshold=0.05,
                  init="source", quantize=False, inference="torch", n_threads=None, device="cpu", distributed=None, random_state=None, verbose=0):
         self.image_shape = image_shape
@@ -409,7 +411,10 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
 
     def _check_transform_params(self):
         check_param("standardize", self.standardize, "bool")
-        check_param("n_neighbors", self.n_neighbors, "int", low=1)
+        if isinstance(self.n_neighbors, str):
+            check_param("n_neighbors", self.n_neighbors, "option", options=("auto",))
+        else:
+            check_param("n_neighbors", self.n_neighbors, "int", low=1)
         check_param("field_degree", self.field_degree, "int", low=0)
         check_param("alpha", self.alpha, "real", low=0.0, high=1.0, closed="left")
         check_param("beta_fidelity", self.beta_fidelity, "real", low=0.0, allow_none=True)
@@ -506,7 +511,7 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
             raise ImportError("BlindHarmonizer needs torch to train its flow: pip install 'subspacelab[torch]'")
         mode = self._check_fit_params()
         imgs, xp, _, _ = self._images(X, reset=True, method="fit")
-        if self._standardizes() and self.n_neighbors > imgs.shape[0]:
+        if self._standardizes() and not isinstance(self.n_neighbors, str) and self.n_neighbors > imgs.shape[0]:
             raise ValueError(f"n_neighbors={self.n_neighbors} exceeds the {imgs.shape[0]} target images")
         with self._threads(torch):
             self._train(imgs, xp, torch, mode)
@@ -662,7 +667,7 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         self._check_transform_params()
         x, xp, dev, event = self._images(X, reset=False, method="transform")
         if self._standardizes():
-            if self.n_neighbors > self.target_images_.shape[0]:
+            if not isinstance(self.n_neighbors, str) and self.n_neighbors > self.target_images_.shape[0]:
                 raise ValueError(f"n_neighbors={self.n_neighbors} exceeds the {self.target_images_.shape[0]} "
                                  "target images")
             _, H, W = self.image_shape_
