@@ -320,15 +320,16 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
     against the PDF (spec §9): the code's values are used.
 
     Measured (``benchmarks/results/blind_harmony.md``, 64 x 64, default parameters, against
-    histogram matching, z-score and Nyúl): on a smooth bias field of MNI152 slices 37.3 dB /
-    SSIM 0.9938 against 30.0 / 0.9914 (the best of each), winning 20 / 15 of 22 held-out slices;
-    on the spin-echo phantom scanners (different subjects) 38.4 dB / 0.985 against Nyúl's
-    36.2 / 0.831, winning 12 / 16 of 16, the background's noise set to the target's zero doing
-    most for SSIM; the best mean SSIM over the five families. Nyúl keeps the best 3-class Dice
-    on the phantoms (0.92 against 0.83). Under Rician noise the unprocessed source is better
-    (no stage denoises); on MNI152 every held-out slice has its neighbouring slices among the
-    training slices, which flatters the template. Adding the flow's latent shrink
-    (``alpha=1e-3``) lowers PSNR in every family and breaks down on noisy sources.
+    histogram matching, z-score and Nyúl): on a smooth bias field of MNI152 slices 41.7 dB /
+    SSIM 0.9977 against 30.0 / 0.9914 (the best of each), winning 22 / 21 of 22 held-out
+    slices; on the spin-echo phantom scanners (different subjects) 39.3 dB / 0.985 against
+    Nyúl's 36.2 / 0.831, winning 14 / 16 of 16, the background's noise set to the target's
+    zero doing most for SSIM; the best mean SSIM over the five families. Nyúl keeps the best
+    3-class Dice on the phantoms (0.92 against 0.88). Under Rician noise the unprocessed source
+    keeps a 0.3 dB better PSNR (no stage denoises); on MNI152 every held-out slice has its
+    neighbouring slices among the training slices, which flatters the template. Adding the
+    flow's latent shrink (``alpha=1e-3``) lowers PSNR in every family and breaks down on noisy
+    sources.
 
     References
     ----------
