@@ -163,6 +163,12 @@ def test_template_standardize_bad_input(target):
         template_standardize(np.full((1, 32, 32), np.nan), target)
     with pytest.raises(ValueError, match="constant foreground"):
         template_standardize(np.full((1, 32, 32), 0.5), target)
+    # a source whose foreground misses every target's: no pixels to fit a field and a map on
+    left, right = np.zeros((2, 32, 32)), np.zeros((1, 32, 32))
+    left[:, 8:24, 2:12] = np.linspace(0.3, 1.0, 10)
+    right[0, 8:24, 20:30] = np.linspace(0.3, 1.0, 10)
+    with pytest.raises(ValueError, match="overlaps its nearest target images on 0"):
+        template_standardize(right, left)
 
 
 def test_multiotsu_and_dice():
