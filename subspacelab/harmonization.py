@@ -268,14 +268,11 @@ def template_standardize(X, X_target, *, n_neighbors="auto", field_degree=3, rel
     for i in range(X.shape[0]):
         best = None
         for k in sizes:
-            nb = T[order[i, :k]]
-            y, mu = _fit_to_template(X[i], V[i], nb, mx[i], basis, relative_variance_floor, foreground_threshold,
-                                     background, i)
-            if len(sizes) == 1:
-                best = (0.0, y, k)
-                break
-            s2 = (nb.var(0, ddof=1) if k > 1 else 0.0) + std_floor**2
-            score = float(np.mean(((y - mu) ** 2 / s2 + np.log(s2))[mx[i]]))
+            y, mu, var = _fit_to_template(X[i], V[i], T[order[i, :k]], mx[i], basis, relative_variance_floor,
+                                          foreground_threshold, background, i)
+            # the template as independent per-pixel Gaussians (unbiased variance plus the floor)
+            s2 = (var * k / (k - 1) if k > 1 else 0.0) + std_floor**2
+            score = float(np.mean(((y - mu) ** 2 / s2 + np.log(s2))[mx[i]])) if len(sizes) > 1 else 0.0
             if best is None or score < best[0]:
                 best = (score, y, k)
         out[i], chosen[i] = best[1], best[2]
@@ -285,7 +282,7 @@ def template_standardize(X, X_target, *, n_neighbors="auto", field_degree=3, rel
 
 def _fit_to_template(x, v, nb, fg, basis, eps, threshold, background, index):
     """Steps 3-5 of :func:`template_standardize` for one image against neighbours ``nb``:
-    (standardised image, template mean)."""
+    (standardised image, template mean, template variance)."""
     from sklearn.isotonic import IsotonicRegression
 
     mu, var = nb.mean(0), nb.var(0)
@@ -301,7 +298,7 @@ def _fit_to_template(x, v, nb, fg, basis, eps, threshold, background, index):
         coef, *_ = np.linalg.lstsq(A, np.log(v[use] / mu[use]) * sw, rcond=None)
         xc = x * np.exp(-(basis @ coef[:-1]))
     iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(xc[use], mu[use], sample_weight=w)
-    return np.where(fg, iso.predict(xc.ravel()).reshape(xc.shape), background), mu
+    return np.where(fg, iso.predict(xc.ravel()).reshape(xc.shape), background), mu, var
 
 
 def multiotsu_thresholds(X, *, n_classes=3, foreground_threshold=0.05, n_bins=256):

@@ -668,9 +668,6 @@ class BlindHarmonizer(TransformerMixin, BaseEstimator):
         self._check_transform_params()
         x, xp, dev, event = self._images(X, reset=False, method="transform")
         if self._standardizes():
-            if not isinstance(self.n_neighbors, str) and self.n_neighbors > self.target_images_.shape[0]:
-                raise ValueError(f"n_neighbors={self.n_neighbors} exceeds the {self.target_images_.shape[0]} "
-                                 "target images")
             _, H, W = self.image_shape_
             target = to_numpy(self.target_images_).reshape(-1, H, W)
             xs = template_standardize(to_numpy(x).reshape(-1, H, W), target, n_neighbors=self.n_neighbors,
